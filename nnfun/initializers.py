@@ -1,0 +1,92 @@
+"""Weight initialisers: ``init(key, shape, dtype) -> array`` with fan_in = shape[0].
+
+zeros and constant exist to demonstrate the symmetry trap (every hidden unit of a layer
+stays identical); the notes' small random init is ``normal(0.01)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+Initializer = Callable[[jax.Array, tuple[int, ...], jnp.dtype], jax.Array]
+
+
+def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
+    fan_in = shape[0]
+    fan_out = math.prod(shape[1:]) if len(shape) > 1 else 1
+    return fan_in, fan_out
+
+
+def zeros(key, shape, dtype=jnp.float32):
+    """All zeros (the symmetry trap for weights; the default for biases)."""
+    return jnp.zeros(shape, dtype)
+
+
+def constant(value: float) -> Initializer:
+    """Every entry equal to ``value`` (symmetric like zeros)."""
+    return lambda key, shape, dtype=jnp.float32: jnp.full(shape, value, dtype)
+
+
+def normal(scale: float = 0.01) -> Initializer:
+    """N(0, 1) * scale: the notes' ``np.random.randn(...) * 0.01``."""
+    return lambda key, shape, dtype=jnp.float32: scale * jax.random.normal(key, shape, dtype)
+
+
+def uniform_fan_in(key, shape, dtype=jnp.float32):
+    """U(-1/sqrt(fan_in), +1/sqrt(fan_in)), the notes' rule with d = fan_in."""
+    limit = 1.0 / math.sqrt(_fans(shape)[0])
+    return jax.random.uniform(key, shape, dtype, -limit, limit)
+
+
+def glorot_uniform(key, shape, dtype=jnp.float32):
+    """Xavier: U(-a, a) with a = sqrt(6 / (fan_in + fan_out))."""
+    fan_in, fan_out = _fans(shape)
+    limit = math.sqrt(6.0 / (fan_in + fan_out))
+    return jax.random.uniform(key, shape, dtype, -limit, limit)
+
+
+def glorot_normal(key, shape, dtype=jnp.float32):
+    """Xavier: N(0, 2 / (fan_in + fan_out))."""
+    fan_in, fan_out = _fans(shape)
+    return math.sqrt(2.0 / (fan_in + fan_out)) * jax.random.normal(key, shape, dtype)
+
+
+def he_normal(key, shape, dtype=jnp.float32):
+    """He: N(0, 2 / fan_in), for ReLU layers."""
+    return math.sqrt(2.0 / _fans(shape)[0]) * jax.random.normal(key, shape, dtype)
+
+
+def he_uniform(key, shape, dtype=jnp.float32):
+    """He: U(-a, a) with a = sqrt(6 / fan_in)."""
+    limit = math.sqrt(6.0 / _fans(shape)[0])
+    return jax.random.uniform(key, shape, dtype, -limit, limit)
+
+
+INITIALIZERS: dict[str, Initializer] = {
+    "zeros": zeros,
+    "ones": constant(1.0),
+    "normal": normal(0.01),
+    "large_normal": normal(10.0),
+    "uniform_fan_in": uniform_fan_in,
+    "glorot_uniform": glorot_uniform,
+    "xavier": glorot_uniform,
+    "glorot_normal": glorot_normal,
+    "he_normal": he_normal,
+    "he": he_normal,
+    "he_uniform": he_uniform,
+}
+
+
+def get(init: str | Initializer) -> Initializer:
+    """Looks an initialiser up by name; callables pass through."""
+    if isinstance(init, str) and init in INITIALIZERS:
+        return INITIALIZERS[init]
+    if callable(init) and not isinstance(init, str):
+        return init
+    raise ValueError(
+        f"initializer: expected one of {sorted(INITIALIZERS)} or a callable, got {init!r}"
+    )

@@ -1,0 +1,348 @@
+"""Layers: small frozen specs with pure ``init`` / ``forward`` / ``backward`` functions.
+
+Every layer has
+  ``init(key, in_shape, dtype) -> params``          a dict of arrays ({} when none),
+  ``init_state(in_shape, dtype) -> state``          non-parameter state ({} when none),
+  ``output_shape(in_shape) -> shape``               per-sample shapes, batch excluded,
+  ``forward(params, state, x, key, train) -> (y, new_state, cache)``,
+  ``backward(params, cache, dy) -> (dparams, dx)``  written by hand from the equations.
+Randomness comes from ``key``; training versus evaluation is the ``train`` argument.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from nnfun import activations, initializers
+
+Array = jax.Array
+Params = dict[str, Array]
+
+
+class Layer:
+    """Defaults for layers without parameters, state or randomness."""
+
+    stochastic = False  # needs a key in training
+    regularized: tuple[str, ...] = ()  # params that L1/L2 penalise
+    input_dim: int | None = None
+
+    def init(self, key, in_shape, dtype=jnp.float32) -> Params:
+        return {}
+
+    def init_state(self, in_shape, dtype=jnp.float32) -> dict[str, Array]:
+        return {}
+
+    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return in_shape
+
+
+def _features(layer: Any, in_shape: tuple[int, ...]) -> int:
+    if len(in_shape) != 1:
+        raise ValueError(
+            f"{layer}: expected inputs of shape (batch, features), got per-sample shape "
+            f"{in_shape}; add Flatten() first"
+        )
+    return in_shape[0]
+
+
+@dataclass(frozen=True)
+class Dense(Layer):
+    """Fully connected layer a = g(x @ W + b); x (batch, in), W (in, units), b (units,)."""
+
+    units: int
+    activation: str | activations.Activation | None = None
+    input_dim: int | None = None
+    kernel_init: Any = "glorot_uniform"
+    bias_init: Any = "zeros"
+
+    regularized = ("W",)
+
+    def __post_init__(self):
+        if not isinstance(self.units, int) or isinstance(self.units, bool) or self.units < 1:
+            raise ValueError(f"Dense: units: expected a positive int, got {self.units!r}")
+        activations.get(self.activation)
+        initializers.get(self.kernel_init)
+        initializers.get(self.bias_init)
+
+    @property
+    def act(self) -> activations.Activation:
+        return activations.get(self.activation)
+
+    def __str__(self):
+        return f"Dense({self.units}, {self.act.name})"
+
+    def init(self, key, in_shape, dtype=jnp.float32):
+        n_in = _features(self, in_shape)
+        w_key, b_key = jax.random.split(key)
+        return {
+            "W": initializers.get(self.kernel_init)(w_key, (n_in, self.units), dtype),
+            "b": initializers.get(self.bias_init)(b_key, (self.units,), dtype),
+        }
+
+    def output_shape(self, in_shape):
+        _features(self, in_shape)
+        return (self.units,)
+
+    def forward(self, params, state, x, key=None, train=False):
+        z = x @ params["W"] + params["b"]
+        a = self.act.fn(z)
+        return a, state, (x, z, a)
+
+    def backward(self, params, cache, dy):
+        x, z, a = cache
+        return self.backward_affine(params, cache, self.act.vjp(z, a, dy))
+
+    def backward_affine(self, params, cache, dz):
+        """From dZ: dW = X^T dZ, db = sum_batch dZ, dX = dZ W^T."""
+        x = cache[0]
+        return {"W": x.T @ dz, "b": jnp.sum(dz, axis=0)}, dz @ params["W"].T
+
+
+@dataclass(frozen=True)
+class Maxout(Layer):
+    """a_u = max_k (x @ W[:, u, k] + b[u, k]); W (in, units, pieces), b (units, pieces).
+
+    The gradient flows to the winning piece only (the first one on a tie).
+    """
+
+    units: int
+    pieces: int = 2
+    input_dim: int | None = None
+    kernel_init: Any = "glorot_uniform"
+    bias_init: Any = "zeros"
+
+    regularized = ("W",)
+
+    def __post_init__(self):
+        for name in ("units", "pieces"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"Maxout: {name}: expected a positive int, got {value!r}")
+
+    def __str__(self):
+        return f"Maxout({self.units} units x {self.pieces} pieces)"
+
+    def init(self, key, in_shape, dtype=jnp.float32):
+        n_in = _features(self, in_shape)
+        w_key, b_key = jax.random.split(key)
+        shape = (self.units, self.pieces)
+        return {
+            "W": initializers.get(self.kernel_init)(w_key, (n_in, *shape), dtype),
+            "b": initializers.get(self.bias_init)(b_key, shape, dtype),
+        }
+
+    def output_shape(self, in_shape):
+        _features(self, in_shape)
+        return (self.units,)
+
+    def forward(self, params, state, x, key=None, train=False):
+        z = jnp.einsum("ni,iuk->nuk", x, params["W"]) + params["b"]
+        winner = jnp.argmax(z, axis=-1)
+        # take_along_axis (not max) so that autodiff also sends the gradient to one winner.
+        y = jnp.take_along_axis(z, winner[..., None], axis=-1)[..., 0]
+        return y, state, (x, winner)
+
+    def backward(self, params, cache, dy):
+        x, winner = cache
+        dz = dy[..., None] * jax.nn.one_hot(winner, self.pieces, dtype=dy.dtype)
+        dparams = {"W": jnp.einsum("ni,nuk->iuk", x, dz), "b": jnp.sum(dz, axis=0)}
+        return dparams, jnp.einsum("nuk,iuk->ni", dz, params["W"])
+
+
+@dataclass(frozen=True)
+class PReLU(Layer):
+    """a = x if x > 0 else slope * x, one learned slope per feature (last axis).
+
+    da/dx = 1 or slope; da/dslope = 0 or x. At x = 0 the left side is used (slope, 0).
+    """
+
+    slope_init: float = 0.25
+
+    def __str__(self):
+        return "PReLU"
+
+    def init(self, key, in_shape, dtype=jnp.float32):
+        return {"slope": jnp.full((in_shape[-1],), self.slope_init, dtype)}
+
+    def forward(self, params, state, x, key=None, train=False):
+        return jnp.where(x > 0, x, params["slope"] * x), state, x
+
+    def backward(self, params, cache, dy):
+        x = cache
+        positive = x > 0
+        dslope = jnp.sum(jnp.where(positive, 0, dy * x).reshape(-1, x.shape[-1]), axis=0)
+        return {"slope": dslope}, jnp.where(positive, dy, dy * params["slope"])
+
+
+@dataclass(frozen=True)
+class RReLU(Layer):
+    """Randomized leaky ReLU: slope ~ U[lower, upper] per element in training, drawn from
+    ``key``; the mean slope (lower + upper) / 2 at evaluation."""
+
+    lower: float = 1 / 8
+    upper: float = 1 / 3
+
+    stochastic = True
+
+    def __post_init__(self):
+        if not 0 <= self.lower <= self.upper:
+            raise ValueError(
+                f"RReLU: expected 0 <= lower <= upper, got lower={self.lower}, upper={self.upper}"
+            )
+
+    def __str__(self):
+        return f"RReLU[{self.lower:g}, {self.upper:g}]"
+
+    def forward(self, params, state, x, key=None, train=False):
+        if train:
+            slope = jax.random.uniform(key, x.shape, x.dtype, self.lower, self.upper)
+        else:
+            slope = jnp.asarray((self.lower + self.upper) / 2, x.dtype)
+        return jnp.where(x > 0, x, slope * x), state, (x, slope)
+
+    def backward(self, params, cache, dy):
+        x, slope = cache
+        return {}, jnp.where(x > 0, dy, dy * slope)
+
+
+@dataclass(frozen=True)
+class Dropout(Layer):
+    """Drops each input with probability ``rate`` in training (mask drawn from ``key``).
+
+    Inverted (default): kept units are scaled by 1/(1 - rate) in training and nothing is
+    done at evaluation. Classic (``scaled=False``, the notes' form): no scaling in training
+    and outputs times the keep probability (1 - rate) at evaluation, which is the same as
+    multiplying the next layer's weights by it.
+    """
+
+    rate: float
+    scaled: bool = True
+
+    stochastic = True
+
+    def __post_init__(self):
+        if isinstance(self.rate, bool) or not (
+            isinstance(self.rate, (int, float)) and 0 <= self.rate < 1
+        ):
+            raise ValueError(f"Dropout: rate: expected a number in [0, 1), got {self.rate!r}")
+
+    def __str__(self):
+        return f"Dropout({self.rate:g})"
+
+    def forward(self, params, state, x, key=None, train=False):
+        keep = 1.0 - self.rate
+        if train:
+            mask = jax.random.bernoulli(key, keep, x.shape).astype(x.dtype)
+            scale = mask / keep if self.scaled else mask
+        else:
+            scale = jnp.asarray(1.0 if self.scaled else keep, x.dtype)
+        return x * scale, state, scale
+
+    def backward(self, params, cache, dy):
+        return {}, dy * cache
+
+
+@dataclass(frozen=True)
+class BatchNorm(Layer):
+    """y = gamma * (x - mean) / sqrt(var + epsilon) + beta, per feature (the last axis).
+
+    Training uses the batch's statistics over every axis but the last (N for (N, F), N*H*W
+    for (N, H, W, C) feature maps) and returns running statistics updated as
+    running = momentum * running + (1 - momentum) * batch; evaluation uses the running ones.
+    """
+
+    momentum: float = 0.99
+    epsilon: float = 1e-5
+
+    def __post_init__(self):
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"BatchNorm: momentum: expected [0, 1), got {self.momentum!r}")
+
+    def __str__(self):
+        return "BatchNorm"
+
+    def init(self, key, in_shape, dtype=jnp.float32):
+        c = in_shape[-1]
+        return {"gamma": jnp.ones((c,), dtype), "beta": jnp.zeros((c,), dtype)}
+
+    def init_state(self, in_shape, dtype=jnp.float32):
+        c = in_shape[-1]
+        return {"mean": jnp.zeros((c,), dtype), "var": jnp.ones((c,), dtype)}
+
+    def forward(self, params, state, x, key=None, train=False):
+        axes = tuple(range(x.ndim - 1))
+        if train:
+            count = math.prod(x.shape[:-1])
+            if count < 2:
+                raise ValueError(
+                    "BatchNorm: training needs at least 2 values per feature to estimate a "
+                    f"variance, got x of shape {x.shape}"
+                )
+            mean = jnp.mean(x, axis=axes)
+            var = jnp.mean(jnp.square(x - mean), axis=axes)
+            m = self.momentum
+            state = {
+                "mean": m * state["mean"] + (1 - m) * mean,
+                "var": m * state["var"] + (1 - m) * var,
+            }
+        else:
+            mean, var = state["mean"], state["var"]
+        inv_std = jax.lax.rsqrt(var + self.epsilon)
+        x_hat = (x - mean) * inv_std
+        return params["gamma"] * x_hat + params["beta"], state, (x_hat, inv_std, train)
+
+    def backward(self, params, cache, dy):
+        x_hat, inv_std, train = cache
+        axes = tuple(range(dy.ndim - 1))
+        dparams = {"gamma": jnp.sum(dy * x_hat, axis=axes), "beta": jnp.sum(dy, axis=axes)}
+        dx_hat = dy * params["gamma"]
+        if not train:  # fixed statistics: x_hat is affine in x
+            return dparams, dx_hat * inv_std
+        # The batch mean and variance depend on every x:
+        # dx = inv_std * (dx_hat - mean(dx_hat) - x_hat * mean(dx_hat * x_hat)).
+        mean_dx_hat = jnp.mean(dx_hat, axis=axes)
+        mean_dx_hat_x_hat = jnp.mean(dx_hat * x_hat, axis=axes)
+        return dparams, inv_std * (dx_hat - mean_dx_hat - x_hat * mean_dx_hat_x_hat)
+
+
+@dataclass(frozen=True)
+class Flatten(Layer):
+    """(batch, d1, d2, ...) -> (batch, d1 * d2 * ...), e.g. 64x64x3 images -> 12288."""
+
+    def __str__(self):
+        return "Flatten"
+
+    def output_shape(self, in_shape):
+        return (math.prod(in_shape),)
+
+    def forward(self, params, state, x, key=None, train=False):
+        return x.reshape(x.shape[0], -1), state, x.shape
+
+    def backward(self, params, cache, dy):
+        return {}, dy.reshape(cache)
+
+
+@dataclass(frozen=True)
+class Activation(Layer):
+    """An activation on its own, e.g. after ``Dense(units)`` with no activation."""
+
+    activation: str | activations.Activation
+
+    def __post_init__(self):
+        activations.get(self.activation)
+
+    def __str__(self):
+        return f"Activation({activations.get(self.activation).name})"
+
+    def forward(self, params, state, x, key=None, train=False):
+        a = activations.get(self.activation).fn(x)
+        return a, state, (x, a)
+
+    def backward(self, params, cache, dy):
+        z, a = cache
+        return {}, activations.get(self.activation).vjp(z, a, dy)

@@ -1,0 +1,153 @@
+"""Losses, each with its derivative with respect to its input written by hand.
+
+A loss is a record of two per-sample functions: ``fn(pred, y) -> (batch,)`` and
+``grad(pred, y) -> d fn_i / d pred_i`` (shape of ``pred``). ``value`` and ``gradient``
+reduce them to the weighted batch mean J = sum_i w_i L_i / sum_i w_i (w = 1 by default;
+w = 0 masks a padded sample out exactly). Logit forms are stable for logits of +-1e4, and
+``FUSED`` pairs an output activation with its loss so that the network backpropagates the
+textbook gradients softmax + CE -> (p - y)/m and sigmoid + BCE -> (a - y)/m.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from nnfun.activations import _sigmoid, _softmax
+
+Array = jax.Array
+
+# Probabilities are clipped to [EPS, 1 - EPS] before log; the gradient is 0 where clipped.
+EPS = 1e-7
+
+
+class Loss(NamedTuple):
+    """Per-sample loss ``fn(pred, y) -> (batch,)`` and its hand-written ``grad``."""
+
+    name: str
+    fn: Callable[[Array, Array], Array]
+    grad: Callable[[Array, Array], Array]
+
+
+def targets_like(pred: Array, y: Array) -> Array:
+    """Returns ``y`` as a float array of ``pred``'s shape: integer labels become one-hot."""
+    if y.ndim == pred.ndim - 1 and jnp.issubdtype(y.dtype, jnp.integer):
+        return jax.nn.one_hot(y, pred.shape[-1], dtype=pred.dtype)
+    if y.shape == pred.shape[:-1] and pred.shape[-1] == 1:
+        return y.reshape(pred.shape).astype(pred.dtype)
+    if y.shape != pred.shape:
+        raise ValueError(
+            f"y: expected shape {pred.shape} (or integer labels of shape {pred.shape[:-1]}), "
+            f"got {y.shape}"
+        )
+    return y.astype(pred.dtype)
+
+
+def _sum(x: Array) -> Array:
+    return jnp.sum(x, axis=-1)
+
+
+def _clipped(a: Array) -> tuple[Array, Array]:
+    eps = jnp.asarray(EPS, a.dtype)
+    return jnp.clip(a, eps, 1 - eps), ((a >= eps) & (a <= 1 - eps)).astype(a.dtype)
+
+
+def _bce(a, y):
+    a, _ = _clipped(a)
+    return -_sum(y * jnp.log(a) + (1 - y) * jnp.log1p(-a))
+
+
+def _bce_grad(a, y):
+    a, inside = _clipped(a)
+    return inside * (-y / a + (1 - y) / (1 - a))
+
+
+def _cce(a, y):
+    a, _ = _clipped(a)
+    return -_sum(y * jnp.log(a))
+
+
+def _cce_grad(a, y):
+    a, inside = _clipped(a)
+    return inside * (-y / a)
+
+
+def _log_sum_exp(z: Array) -> Array:
+    m = jax.lax.stop_gradient(jnp.max(z, axis=-1, keepdims=True))
+    return (m + jnp.log(jnp.sum(jnp.exp(z - m), axis=-1, keepdims=True)))[..., 0]
+
+
+mean_squared_error = Loss(
+    # Keras' "mse": mean over the outputs of (a - y)^2.
+    "mean_squared_error",
+    lambda a, y: jnp.mean((a - y) ** 2, axis=-1),
+    lambda a, y: 2.0 * (a - y) / a.shape[-1],
+)
+half_squared_error = Loss(
+    # The notes' form L = 1/2 ||a - y||^2, whose derivative is simply a - y.
+    "half_squared_error",
+    lambda a, y: 0.5 * _sum((a - y) ** 2),
+    lambda a, y: a - y,
+)
+binary_crossentropy = Loss("binary_crossentropy", _bce, _bce_grad)
+binary_crossentropy_from_logits = Loss(
+    # -[y log s(z) + (1-y) log(1-s(z))] = max(z,0) - z y + log(1 + e^-|z|); d/dz = s(z) - y.
+    "binary_crossentropy_from_logits",
+    lambda z, y: _sum(jnp.maximum(z, 0) - z * y + jnp.log1p(jnp.exp(-jnp.abs(z)))),
+    lambda z, y: _sigmoid(z) - y,
+)
+categorical_crossentropy = Loss("categorical_crossentropy", _cce, _cce_grad)
+categorical_crossentropy_from_logits = Loss(
+    # -sum y log softmax(z) = sum(y) lse(z) - sum y z; d/dz = sum(y) softmax(z) - y = p - y.
+    "categorical_crossentropy_from_logits",
+    lambda z, y: _sum(y) * _log_sum_exp(z) - _sum(y * z),
+    lambda z, y: _sum(y)[..., None] * _softmax(z) - y,
+)
+
+LOSSES: dict[str, Loss] = {
+    loss.name: loss
+    for loss in (
+        mean_squared_error,
+        half_squared_error,
+        binary_crossentropy,
+        binary_crossentropy_from_logits,
+        categorical_crossentropy,
+        categorical_crossentropy_from_logits,
+    )
+}
+LOSSES["mse"] = mean_squared_error
+
+# (output activation, loss) -> the same loss computed from the pre-activation z.
+FUSED: dict[tuple[str, str], Loss] = {
+    ("softmax", "categorical_crossentropy"): categorical_crossentropy_from_logits,
+    ("sigmoid", "binary_crossentropy"): binary_crossentropy_from_logits,
+}
+
+
+def get(loss: str | Loss) -> Loss:
+    """Looks a loss up by name; records pass through."""
+    if isinstance(loss, Loss):
+        return loss
+    if isinstance(loss, str) and loss in LOSSES:
+        return LOSSES[loss]
+    raise ValueError(f"loss: expected one of {sorted(LOSSES)} or a Loss, got {loss!r}")
+
+
+def _normalised(weights: Array | None, batch: int, dtype) -> Array:
+    w = jnp.ones((batch,), dtype) if weights is None else weights.astype(dtype)
+    return w / jnp.maximum(jnp.sum(w), jnp.finfo(dtype).tiny)
+
+
+def value(loss: Loss, pred: Array, y: Array, weights: Array | None = None) -> Array:
+    """J = sum_i w_i L(pred_i, y_i) / sum_i w_i for ``pred`` (batch, k)."""
+    y = targets_like(pred, y)
+    return jnp.sum(_normalised(weights, pred.shape[0], pred.dtype) * loss.fn(pred, y))
+
+
+def gradient(loss: Loss, pred: Array, y: Array, weights: Array | None = None) -> Array:
+    """dJ/dpred, (batch, k): the per-sample gradient times w_i / sum w (1/m when unweighted)."""
+    y = targets_like(pred, y)
+    return _normalised(weights, pred.shape[0], pred.dtype)[:, None] * loss.grad(pred, y)

@@ -1,0 +1,267 @@
+"""Sequential: a network as pure functions of a parameter pytree.
+
+``params`` is a list with one dict per layer (``{"W": ..., "b": ...}``, ``{}`` for layers
+without parameters); ``state`` is a list of the same length holding non-parameter state
+(BatchNorm's running statistics). ``forward`` keeps each layer's cache and ``backward``
+runs the chain rule through the layers in reverse: the manual backprop that
+``jax.grad(net.loss)`` referees. The Keras-style methods (``compile``/``fit``/...) are a thin
+face over :mod:`nnfun.train`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nnfun import losses
+from nnfun.layers import Dense, Layer
+
+Array = jax.Array
+Params = list[dict[str, Array]]
+
+
+class Sequential:
+    """A stack of layers. ``x`` is (batch, *input_shape); batch is always the leading axis."""
+
+    def __init__(self, layers=(), input_shape: int | tuple[int, ...] | None = None):
+        self.layers: list[Layer] = []
+        self._input_shape = None if input_shape is None else _as_shape(input_shape)
+        for layer in layers:
+            self.add(layer)
+        self.compiled = None  # set by compile(): the Keras-style face's configuration
+        self.state = None  # set by fit(): the last TrainState
+        self.history: dict[str, list[float]] = {}
+
+    def add(self, layer: Layer) -> Sequential:
+        """Appends a layer (Keras style); returns the network."""
+        if not isinstance(layer, Layer):
+            raise TypeError(f"layer: expected an nnfun layer such as Dense, got {layer!r}")
+        self.layers.append(layer)
+        return self
+
+    def __repr__(self):
+        return f"Sequential([{', '.join(map(str, self.layers))}])"
+
+    # ---- shapes -----------------------------------------------------------------------
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Per-sample input shape: from the constructor or the first layer's input_dim."""
+        if self._input_shape is not None:
+            return self._input_shape
+        if self.layers and self.layers[0].input_dim is not None:
+            return (self.layers[0].input_dim,)
+        raise ValueError(
+            "input_shape: unknown; pass Sequential(..., input_shape=...) or give the first "
+            "layer input_dim=..."
+        )
+
+    def shapes(self) -> list[tuple[int, ...]]:
+        """Per-sample shapes at every layer boundary: [input, after layer 0, ...]."""
+        shapes = [self.input_shape]
+        for layer in self.layers:
+            shapes.append(layer.output_shape(shapes[-1]))
+        return shapes
+
+    # ---- initialisation ---------------------------------------------------------------
+    def init(self, key: Array, dtype=jnp.float32) -> Params:
+        """One params dict per layer, drawn from ``key``."""
+        if not self.layers:
+            raise ValueError("Sequential: no layers; add at least one before init")
+        keys = jax.random.split(key, len(self.layers))
+        return [
+            layer.init(k, shape, dtype)
+            for layer, k, shape in zip(self.layers, keys, self.shapes(), strict=False)
+        ]
+
+    def init_state(self, dtype=jnp.float32) -> list[dict[str, Array]]:
+        """One state dict per layer ({} for all but BatchNorm)."""
+        return [
+            layer.init_state(shape, dtype)
+            for layer, shape in zip(self.layers, self.shapes(), strict=False)
+        ]
+
+    def check_params(self, params: Params) -> None:
+        """Raises ValueError naming the first leaf whose path or shape differs from init's."""
+        expected = jax.eval_shape(lambda: self.init(jax.random.key(0)))
+        if not isinstance(params, (list, tuple)) or len(params) != len(self.layers):
+            got = len(params) if isinstance(params, (list, tuple)) else type(params).__name__
+            raise ValueError(
+                f"params: expected a list of {len(self.layers)} dicts (one per layer), got {got}"
+            )
+        for i, (want, have) in enumerate(zip(expected, params, strict=True)):
+            if not isinstance(have, dict) or set(want) != set(have):
+                got = sorted(have) if isinstance(have, dict) else type(have).__name__
+                raise ValueError(
+                    f"params[{i}] ({self.layers[i]}): expected keys {sorted(want)}, got {got}"
+                )
+            for name in want:
+                if tuple(np.shape(have[name])) != want[name].shape:
+                    raise ValueError(
+                        f"params[{i}]['{name}'] ({self.layers[i]}): expected shape "
+                        f"{want[name].shape}, got {tuple(np.shape(have[name]))}"
+                    )
+
+    def _check_input(self, x: Array) -> None:
+        if np.ndim(x) < 1 or tuple(np.shape(x)[1:]) != self.input_shape:
+            expected = ", ".join(map(str, self.input_shape))
+            raise ValueError(
+                f"x: layer 0 ({self.layers[0]}) expected shape (batch, {expected}), "
+                f"got {tuple(np.shape(x))}"
+            )
+
+    # ---- forward ----------------------------------------------------------------------
+    def forward(self, params, x, *, state=None, key=None, train=False):
+        """Runs every layer, keeping caches: ``(y, new_state, caches)``."""
+        self._check_input(x)
+        if state is None:
+            state = self.init_state(x.dtype)
+        if train and key is None and any(layer.stochastic for layer in self.layers):
+            raise ValueError("key: training a network with Dropout/RReLU needs a PRNG key")
+        keys = (
+            jax.random.split(key, len(self.layers))
+            if key is not None
+            else [None] * len(self.layers)
+        )
+        new_state, caches = [], []
+        for layer, p, s, k in zip(self.layers, params, state, keys, strict=True):
+            x, s, cache = layer.forward(p, s, x, key=k, train=train)
+            new_state.append(s)
+            caches.append(cache)
+        return x, new_state, caches
+
+    def apply(self, params, x, *, state=None, key=None, train=False) -> Array:
+        """The network's output for a batch ``x``: (batch, *input_shape) -> (batch, out)."""
+        return self.forward(params, x, state=state, key=key, train=train)[0]
+
+    # ---- loss -------------------------------------------------------------------------
+    def _fused(self, loss: losses.Loss) -> losses.Loss | None:
+        last = self.layers[-1]
+        if isinstance(last, Dense):
+            return losses.FUSED.get((last.act.name, loss.name))
+        return None
+
+    def objective(
+        self,
+        params,
+        x,
+        y,
+        *,
+        loss,
+        state=None,
+        key=None,
+        train=False,
+        sample_weight=None,
+        l1=0.0,
+        l2=0.0,
+    ):
+        """``(J, new_state, pieces)``: J = weighted mean loss + l2/2 sum W^2 + l1 sum |W|.
+
+        When the output activation and the loss fuse (softmax + categorical CE, sigmoid +
+        binary CE) J is computed from the logits, which keeps it finite for huge logits.
+        """
+        loss = losses.get(loss)
+        out, new_state, caches = self.forward(params, x, state=state, key=key, train=train)
+        fused = self._fused(loss)
+        if fused is not None:
+            data_loss = losses.value(fused, caches[-1][1], y, sample_weight)
+        else:
+            data_loss = losses.value(loss, out, y, sample_weight)
+        penalty = self.penalty(params, l1=l1, l2=l2)
+        return data_loss + penalty, new_state, (out, caches, fused, loss)
+
+    def loss(self, params, x, y, *, loss, **kwargs) -> Array:
+        """The scalar objective J (see ``objective``); differentiate it with jax.grad."""
+        return self.objective(params, x, y, loss=loss, **kwargs)[0]
+
+    def penalty(self, params, *, l1=0.0, l2=0.0) -> Array:
+        """l2/2 sum W^2 + l1 sum |W| over the weights (not biases) of every layer."""
+        total = 0.0
+        if not (_nonzero(l1) or _nonzero(l2)):
+            return total
+        for layer, p in zip(self.layers, params, strict=True):
+            for name in layer.regularized:
+                w = p[name]
+                total = total + 0.5 * l2 * jnp.sum(w * w) + l1 * jnp.sum(jnp.abs(w))
+        return total
+
+    # ---- the manual backward pass -----------------------------------------------------
+    def backward(self, params, caches, dy, *, last_dz=None):
+        """Chain rule from the output gradient dy (or the last layer's dZ) back to the input.
+
+        Returns ``(grads, dx)``; grads has exactly ``params``' structure.
+        """
+        grads = [None] * len(self.layers)
+        for i in reversed(range(len(self.layers))):
+            layer, p, cache = self.layers[i], params[i], caches[i]
+            if i == len(self.layers) - 1 and last_dz is not None:
+                grads[i], dy = layer.backward_affine(p, cache, last_dz)
+            else:
+                grads[i], dy = layer.backward(p, cache, dy)
+        return grads, dy
+
+    def value_and_manual_grad(self, params, x, y, *, loss, l1=0.0, l2=0.0, **kwargs):
+        """``(J, grads, new_state)`` with grads from the hand-written backward pass."""
+        sample_weight = kwargs.get("sample_weight")
+        value, new_state, (out, caches, fused, loss_rec) = self.objective(
+            params, x, y, loss=loss, l1=l1, l2=l2, **kwargs
+        )
+        if fused is not None:
+            dz = losses.gradient(fused, caches[-1][1], y, sample_weight)
+            grads, _ = self.backward(params, caches, None, last_dz=dz)
+        else:
+            grads, _ = self.backward(
+                params, caches, losses.gradient(loss_rec, out, y, sample_weight)
+            )
+        if _nonzero(l1) or _nonzero(l2):
+            for layer, g, p in zip(self.layers, grads, params, strict=True):
+                for name in layer.regularized:
+                    g[name] = g[name] + l2 * p[name] + l1 * jnp.sign(p[name])
+        return value, grads, new_state
+
+    def manual_grad(self, params, x, y, *, loss, **kwargs) -> Params:
+        """dJ/dparams by the hand-written backward pass (same structure as params)."""
+        return self.value_and_manual_grad(params, x, y, loss=loss, **kwargs)[1]
+
+    # ---- the Keras-style face (a thin layer over nnfun.train) ---------------------------
+    def compile(self, loss="categorical_crossentropy", optimizer="adam", metrics=(), **config):
+        """Chooses loss, optimiser and metrics for ``fit``/``evaluate`` (Keras style)."""
+        from nnfun import train
+
+        self.compiled = train.Config.make(loss=loss, optimizer=optimizer, metrics=metrics, **config)
+        return self
+
+    def fit(self, x, y, **kwargs):
+        """Trains from the current state (or a fresh one); returns the history dict."""
+        from nnfun import train
+
+        self.state, self.history = train.fit(self, x, y, state=self.state, **kwargs)
+        return self.history
+
+    def evaluate(self, x, y, **kwargs) -> list[float]:
+        """[loss, *metrics] on (x, y) in evaluation mode."""
+        from nnfun import train
+
+        return train.evaluate(self, self._require_state(), x, y, **kwargs)
+
+    def predict(self, x, **kwargs) -> np.ndarray:
+        """Network outputs for x in evaluation mode, as a NumPy array."""
+        from nnfun import train
+
+        return train.predict(self, self._require_state(), x, **kwargs)
+
+    def _require_state(self):
+        if self.state is None:
+            raise ValueError("model: not trained yet; call compile() and fit() first")
+        return self.state
+
+
+def _as_shape(shape: Any) -> tuple[int, ...]:
+    return (int(shape),) if np.ndim(shape) == 0 else tuple(int(s) for s in shape)
+
+
+def _nonzero(value: Any) -> bool:
+    """False only for a concrete zero, so traced (vmapped) coefficients still count."""
+    return not (isinstance(value, (int, float)) and value == 0)
