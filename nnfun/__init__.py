@@ -1,6 +1,6 @@
 """nnfun: functional neural networks on JAX with hand-written derivatives and backprop."""
 
-from nnfun import activations, gradcheck, initializers, losses
+from nnfun import activations, gradcheck, initializers, losses, train
 from nnfun.layers import (
     Activation,
     BatchNorm,
@@ -13,20 +13,25 @@ from nnfun.layers import (
     RReLU,
 )
 from nnfun.network import Sequential
+from nnfun.train import Config, EarlyStopping, TrainState
 
 __all__ = [
     "Activation",
     "BatchNorm",
+    "Config",
     "Dense",
     "Dropout",
+    "EarlyStopping",
     "Flatten",
     "Layer",
     "Maxout",
     "PReLU",
     "RReLU",
     "Sequential",
+    "TrainState",
     "activations",
     "gradcheck",
     "initializers",
     "losses",
+    "train",
 ]

@@ -163,12 +163,12 @@ def finite_differences(
     def scatter(values, dtype):
         out = np.zeros(n, dtype)
         out[idx] = values
-        return unravel(jnp.asarray(out)) if dtype != bool else _unravel_bool(out, params)
+        return _unravel_numpy(out, params)
 
     return scatter(central, np.float64), scatter(True, bool), scatter(kink, bool)
 
 
-def _unravel_bool(flat: np.ndarray, like):
+def _unravel_numpy(flat: np.ndarray, like):
     leaves, treedef = jax.tree.flatten(like)
     out, start = [], 0
     for leaf in leaves:

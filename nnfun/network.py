@@ -10,7 +10,7 @@ face over :mod:`nnfun.train`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +21,13 @@ from nnfun.layers import Dense, Layer
 
 Array = jax.Array
 Params = list[dict[str, Array]]
+
+
+class Aux(NamedTuple):
+    """What the objective computes besides J: the network output and the new state."""
+
+    output: Array
+    state: list[dict[str, Array]]
 
 
 class Sequential:
@@ -143,38 +150,30 @@ class Sequential:
             return losses.FUSED.get((last.act.name, loss.name))
         return None
 
-    def objective(
-        self,
-        params,
-        x,
-        y,
-        *,
-        loss,
-        state=None,
-        key=None,
-        train=False,
-        sample_weight=None,
-        l1=0.0,
-        l2=0.0,
-    ):
-        """``(J, new_state, pieces)``: J = weighted mean loss + l2/2 sum W^2 + l1 sum |W|.
-
-        When the output activation and the loss fuse (softmax + categorical CE, sigmoid +
-        binary CE) J is computed from the logits, which keeps it finite for huge logits.
-        """
+    def _objective(self, params, x, y, *, loss, sample_weight=None, l1=0.0, l2=0.0, **fwd):
         loss = losses.get(loss)
-        out, new_state, caches = self.forward(params, x, state=state, key=key, train=train)
+        out, new_state, caches = self.forward(params, x, **fwd)
         fused = self._fused(loss)
         if fused is not None:
             data_loss = losses.value(fused, caches[-1][1], y, sample_weight)
         else:
             data_loss = losses.value(loss, out, y, sample_weight)
-        penalty = self.penalty(params, l1=l1, l2=l2)
-        return data_loss + penalty, new_state, (out, caches, fused, loss)
+        value = data_loss + self.penalty(params, l1=l1, l2=l2)
+        return value, Aux(out, new_state), caches, fused or loss
+
+    def objective(self, params, x, y, *, loss, **kwargs) -> tuple[Array, Aux]:
+        """``(J, Aux(output, state))``: J = weighted mean loss + l2/2 sum W^2 + l1 sum |W|.
+
+        Keyword arguments: ``state``, ``key``, ``train``, ``sample_weight``, ``l1``, ``l2``.
+        When the output activation and the loss fuse (softmax + categorical CE, sigmoid +
+        binary CE) J is computed from the logits, which keeps it finite for huge logits.
+        Shaped for ``jax.value_and_grad(net.objective, has_aux=True)``.
+        """
+        return self._objective(params, x, y, loss=loss, **kwargs)[:2]
 
     def loss(self, params, x, y, *, loss, **kwargs) -> Array:
         """The scalar objective J (see ``objective``); differentiate it with jax.grad."""
-        return self.objective(params, x, y, loss=loss, **kwargs)[0]
+        return self._objective(params, x, y, loss=loss, **kwargs)[0]
 
     def penalty(self, params, *, l1=0.0, l2=0.0) -> Array:
         """l2/2 sum W^2 + l1 sum |W| over the weights (not biases) of every layer."""
@@ -203,23 +202,23 @@ class Sequential:
         return grads, dy
 
     def value_and_manual_grad(self, params, x, y, *, loss, l1=0.0, l2=0.0, **kwargs):
-        """``(J, grads, new_state)`` with grads from the hand-written backward pass."""
+        """``((J, Aux(output, state)), grads)`` by the hand-written backward pass: the same
+        shape as ``jax.value_and_grad(net.objective, has_aux=True)`` returns."""
         sample_weight = kwargs.get("sample_weight")
-        value, new_state, (out, caches, fused, loss_rec) = self.objective(
+        value, aux, caches, out_loss = self._objective(
             params, x, y, loss=loss, l1=l1, l2=l2, **kwargs
         )
-        if fused is not None:
-            dz = losses.gradient(fused, caches[-1][1], y, sample_weight)
+        if self._fused(losses.get(loss)) is not None:
+            dz = losses.gradient(out_loss, caches[-1][1], y, sample_weight)
             grads, _ = self.backward(params, caches, None, last_dz=dz)
         else:
-            grads, _ = self.backward(
-                params, caches, losses.gradient(loss_rec, out, y, sample_weight)
-            )
+            dy = losses.gradient(out_loss, aux.output, y, sample_weight)
+            grads, _ = self.backward(params, caches, dy)
         if _nonzero(l1) or _nonzero(l2):
             for layer, g, p in zip(self.layers, grads, params, strict=True):
                 for name in layer.regularized:
                     g[name] = g[name] + l2 * p[name] + l1 * jnp.sign(p[name])
-        return value, grads, new_state
+        return (value, aux), grads
 
     def manual_grad(self, params, x, y, *, loss, **kwargs) -> Params:
         """dJ/dparams by the hand-written backward pass (same structure as params)."""
