@@ -1,0 +1,86 @@
+"""Figures with matplotlib (Agg backend): the only module of nnfun that imports it.
+
+Experiments draw through these helpers; ``plt`` is re-exported for one-off figures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+__all__ = ["plt", "figure", "curves", "image_grid", "save", "history"]
+
+
+def figure(ncols: int = 1, nrows: int = 1, size: tuple[float, float] = (4.5, 3.5)):
+    """A figure and a flat list of axes, ``size`` per panel."""
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False
+    )
+    return fig, list(axes.ravel())
+
+
+def curves(
+    ax,
+    series: Mapping[str, np.ndarray],
+    *,
+    x: Sequence[float] | None = None,
+    title: str = "",
+    xlabel: str = "epoch",
+    ylabel: str = "",
+    log: bool = False,
+) -> None:
+    """One line per series; a 2-D series (seeds, points) is drawn as mean +- std band."""
+    for name, values in series.items():
+        values = np.asarray(values, np.float64)
+        mean = values.mean(0) if values.ndim == 2 else values
+        xs = np.arange(1, len(mean) + 1) if x is None else np.asarray(x)
+        (line,) = ax.plot(xs, mean, label=name)
+        if values.ndim == 2 and values.shape[0] > 1:
+            std = values.std(0)
+            ax.fill_between(xs, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+    if log:
+        ax.set_yscale("log")
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.grid(alpha=0.3)
+    if len(series) > 1:
+        ax.legend(fontsize=8)
+
+
+def history(hist: Mapping[str, Sequence[float]], path: str | Path, title: str = "") -> Path:
+    """Loss and metric curves of a fit history (train and val_), one panel each."""
+    names = [k for k in hist if not k.startswith("val_") and isinstance(hist[k], list)]
+    fig, axes = figure(len(names))
+    for ax, name in zip(axes, names, strict=True):
+        series = {"train": hist[name]}
+        if f"val_{name}" in hist:
+            series["validation"] = hist[f"val_{name}"]
+        curves(ax, series, title=f"{title} {name}".strip(), ylabel=name)
+    return save(fig, path)
+
+
+def image_grid(images: np.ndarray, titles: Sequence[str], path: str | Path, cols: int = 8):
+    """Images (n, h, w) or (n, h, w, 3) in a grid with a title each."""
+    rows = max(1, int(np.ceil(len(images) / cols)))
+    fig, axes = figure(cols, rows, size=(1.6, 1.8))
+    for ax in axes:
+        ax.axis("off")
+    for ax, image, title in zip(axes, images, titles, strict=False):
+        ax.imshow(image, cmap=None if image.ndim == 3 else "gray")
+        ax.set_title(title, fontsize=7)
+    return save(fig, path)
+
+
+def save(fig, path: str | Path) -> Path:
+    """Writes the figure as PNG (folders created) and closes it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
