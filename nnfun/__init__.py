@@ -1,6 +1,6 @@
 """nnfun: functional neural networks on JAX with hand-written derivatives and backprop."""
 
-from nnfun import activations, gradcheck, initializers, losses, train
+from nnfun import activations, data, gradcheck, initializers, losses, train
 from nnfun.layers import (
     Activation,
     BatchNorm,
@@ -30,6 +30,7 @@ __all__ = [
     "Sequential",
     "TrainState",
     "activations",
+    "data",
     "gradcheck",
     "initializers",
     "losses",
