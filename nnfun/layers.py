@@ -50,6 +50,14 @@ def _features(layer: Any, in_shape: tuple[int, ...]) -> int:
     return in_shape[0]
 
 
+def _check_inits(layer: Any) -> None:
+    for name in ("kernel_init", "bias_init"):
+        try:
+            initializers.get(getattr(layer, name))
+        except ValueError as e:  # name the argument, keep the list of valid names
+            raise ValueError(f"{type(layer).__name__}: {name}: {e}") from None
+
+
 @dataclass(frozen=True)
 class Dense(Layer):
     """Fully connected layer a = g(x @ W + b); x (batch, in), W (in, units), b (units,)."""
@@ -66,8 +74,7 @@ class Dense(Layer):
         if not isinstance(self.units, int) or isinstance(self.units, bool) or self.units < 1:
             raise ValueError(f"Dense: units: expected a positive int, got {self.units!r}")
         activations.get(self.activation)
-        initializers.get(self.kernel_init)
-        initializers.get(self.bias_init)
+        _check_inits(self)
 
     @property
     def act(self) -> activations.Activation:
@@ -121,8 +128,9 @@ class Maxout(Layer):
     def __post_init__(self):
         for name in ("units", "pieces"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"Maxout: {name}: expected a positive int, got {value!r}")
+        _check_inits(self)
 
     def __str__(self):
         return f"Maxout({self.units} units x {self.pieces} pieces)"

@@ -16,6 +16,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from nnfun import validation
 from nnfun.activations import _sigmoid, _softmax
 
 Array = jax.Array
@@ -34,10 +35,11 @@ class Loss(NamedTuple):
 
 def targets_like(pred: Array, y: Array) -> Array:
     """Returns ``y`` as a float array of ``pred``'s shape: integer labels become one-hot."""
-    if y.ndim == pred.ndim - 1 and jnp.issubdtype(y.dtype, jnp.integer):
-        return jax.nn.one_hot(y, pred.shape[-1], dtype=pred.dtype)
+    # One output unit first: labels 0/1 are the targets themselves, not class indices.
     if y.shape == pred.shape[:-1] and pred.shape[-1] == 1:
         return y.reshape(pred.shape).astype(pred.dtype)
+    if y.ndim == pred.ndim - 1 and jnp.issubdtype(y.dtype, jnp.integer):
+        return jax.nn.one_hot(y, pred.shape[-1], dtype=pred.dtype)
     if y.shape != pred.shape:
         raise ValueError(
             f"y: expected shape {pred.shape} (or integer labels of shape {pred.shape[:-1]}), "
@@ -143,11 +145,15 @@ def _normalised(weights: Array | None, batch: int, dtype) -> Array:
 
 def value(loss: Loss, pred: Array, y: Array, weights: Array | None = None) -> Array:
     """J = sum_i w_i L(pred_i, y_i) / sum_i w_i for ``pred`` (batch, k)."""
+    loss = get(loss)
+    validation.check_loss_args(pred, y, weights)
     y = targets_like(pred, y)
     return jnp.sum(_normalised(weights, pred.shape[0], pred.dtype) * loss.fn(pred, y))
 
 
 def gradient(loss: Loss, pred: Array, y: Array, weights: Array | None = None) -> Array:
     """dJ/dpred, (batch, k): the per-sample gradient times w_i / sum w (1/m when unweighted)."""
+    loss = get(loss)
+    validation.check_loss_args(pred, y, weights)
     y = targets_like(pred, y)
     return _normalised(weights, pred.shape[0], pred.dtype)[:, None] * loss.grad(pred, y)

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nnfun import losses
+from nnfun import losses, validation
 from nnfun.layers import Dense, Layer
 
 Array = jax.Array
@@ -122,6 +122,9 @@ class Sequential:
     # ---- forward ----------------------------------------------------------------------
     def forward(self, params, x, *, state=None, key=None, train=False):
         """Runs every layer, keeping caches: ``(y, new_state, caches)``."""
+        if validation.is_concrete(params, x):  # tracers pass untouched; their shapes are checked
+            x = validation.check_x(self, x, nonempty=False)
+            validation.check_params(self, params)
         self._check_input(x)
         if state is None:
             state = self.init_state(x.dtype)

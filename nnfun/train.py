@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from nnfun import losses
+from nnfun import losses, validation
 
 Array = jax.Array
 
@@ -139,7 +139,8 @@ def train_step(net, config: Config, state: TrainState, x, y, sample_weight=None)
     """One optimisation step on a batch: ``(state, metrics)``.
 
     metrics holds the batch ``loss``, each compiled metric's batch mean, ``finite`` (False
-    when the loss or a gradient was non-finite) and ``grads_finite``, one flag per leaf.
+    when the loss, a gradient or an updated parameter was non-finite) and ``grads_finite``,
+    one flag per leaf (gradient and updated parameter both finite).
     """
     key, step_key = jax.random.split(state.key)
     kwargs = dict(
@@ -159,9 +160,11 @@ def train_step(net, config: Config, state: TrainState, x, y, sample_weight=None)
         )
     updates, opt_state = config.optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    finite = jnp.isfinite(value) & _all_finite(grads)
+    # New params too: a huge step can overflow them even when the gradient is finite.
+    finite = jnp.isfinite(value) & _all_finite(grads) & _all_finite(params)
     new = TrainState(params, opt_state, aux.state, key, state.step + 1, state.epoch)
-    metrics = {"loss": value, "finite": finite, "grads_finite": _leaf_flags(grads)}
+    flags = _leaf_flags(grads) & _leaf_flags(params)
+    metrics = {"loss": value, "finite": finite, "grads_finite": flags}
     for name in config.metrics:
         metrics[name] = jnp.mean(METRICS[name](aux.output, y))
     return new, metrics
@@ -233,11 +236,12 @@ def _summarise(metrics: dict, n: int, batch_size: int, names: Sequence[str]) -> 
 
 def evaluate(net, state: TrainState, x, y, *, config: Config | None = None, batch_size=None):
     """[loss, *metrics] in evaluation mode over all of (x, y); loss includes L1/L2."""
-    config = config or _config_of(net)
-    x, y = jnp.asarray(x), jnp.asarray(y)
-    net._check_input(x)
+    config = _config_of(net, config)
+    _check_state(net, state)
+    x, y = validation.check_data(net, config.loss, x, y)
+    batch_size = validation.check_optional_int("batch_size", batch_size, 1)
     n = x.shape[0]
-    size = n if batch_size is None else int(batch_size)
+    size = n if batch_size is None else batch_size
     totals = None
     for i in range(0, n, size):
         values = _evaluate_batch(net, config, state.params, state.model_state, x[i : i + size],
@@ -262,8 +266,9 @@ def _apply_eval(net, params, model_state, x):
 
 def predict(net, state: TrainState, x, *, batch_size=None, as_numpy=True):
     """Outputs of the trained network in evaluation mode, (batch, outputs)."""
-    x = jnp.asarray(x)
-    net._check_input(x)
+    _check_state(net, state)
+    x = validation.check_x(net, x)
+    batch_size = validation.check_optional_int("batch_size", batch_size, 1)
     if batch_size is None or batch_size >= x.shape[0]:
         out = _apply_eval(net, state.params, state.model_state, x)
     else:
@@ -276,10 +281,18 @@ def predict(net, state: TrainState, x, *, batch_size=None, as_numpy=True):
     return np.asarray(out) if as_numpy else out
 
 
-def _config_of(net) -> Config:
-    if getattr(net, "compiled", None) is None:
-        raise ValueError("config: none given and the model is not compiled; call compile()")
-    return net.compiled
+def _config_of(net, config=None) -> Config:
+    if config is None:
+        if getattr(net, "compiled", None) is None:
+            raise ValueError("config: none given and the model is not compiled; call compile()")
+        config = net.compiled
+    validation.check_instance("config", config, Config, "an nnfun.Config from Config.make(...)")
+    return config
+
+
+def _check_state(net, state, stacked=False) -> None:
+    validation.check_instance("state", state, TrainState, "a TrainState (train.init_state)")
+    validation.check_params(net, state.params, "state.params", stacked=stacked)
 
 
 class EarlyStopping(NamedTuple):
@@ -294,10 +307,6 @@ class EarlyStopping(NamedTuple):
     def better(self, value: float, best: float) -> bool:
         maximise = self.mode == "max" or (self.mode == "auto" and "acc" in self.monitor)
         return value > best + self.min_delta if maximise else value < best - self.min_delta
-
-
-def _leaf_names(params) -> list[str]:
-    return [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(params)]
 
 
 def fit(
@@ -327,12 +336,28 @@ def fit(
     under early stopping). With ``checkpoint_dir`` the state and history are saved every
     ``checkpoint_every`` epochs and training resumes from the newest checkpoint there.
     """
-    config = config or _config_of(net)
-    x, y = jnp.asarray(x), jnp.asarray(y)
+    config = _config_of(net, config)
+    x, y = validation.check_data(net, config.loss, x, y)
+    epochs = validation.check_int("epochs", epochs, 0)
+    batch_size = validation.check_int("batch_size", batch_size, 1)
+    checkpoint_every = validation.check_int("checkpoint_every", checkpoint_every, 1)
+    keep_checkpoints = validation.check_int("keep_checkpoints", keep_checkpoints, 1)
+    validation_split = validation.check_fraction("validation_split", validation_split)
+    if key is not None:
+        validation.check_key("key", key)
+    if state is not None:
+        _check_state(net, state)
     if validation_split and validation_data is None:
         cut = x.shape[0] - int(round(x.shape[0] * validation_split))
+        if not 0 < cut < x.shape[0]:
+            raise ValueError(
+                f"validation_split: expected a fraction leaving samples on both sides, got "
+                f"{validation_split} of {x.shape[0]} samples"
+            )
         x, y, validation_data = x[:cut], y[:cut], (x[cut:], y[cut:])
-    net._check_input(x)
+    if validation_data is not None:
+        validation_data = validation.check_validation_data(net, config.loss, validation_data)
+    validation.check_batchnorm_batches(net, x.shape[0], batch_size)
     if state is None:
         state = init_state(net, config, jax.random.key(0) if key is None else key)
     history: dict[str, Any] = {}
@@ -344,12 +369,13 @@ def fit(
     best, since = (None, None), 0  # (value, state), epochs without improvement
     start = int(state.epoch)
     bar = _progress(range(start, epochs), progress)
+    done = state  # the last epoch whose history is recorded: what Ctrl-C returns
     try:
         for epoch in bar:
             new_state, metrics = epoch_fn(_copy(state), x, y)
             summary = _summarise(metrics, n, batch_size, names)
             if not bool(np.all(np.asarray(metrics["finite"]))):
-                history["stopped"] = _blow_up(state, metrics, epoch, batch_size)
+                history["stopped"] = _blow_up(net, state, metrics, epoch, batch_size)
                 state = new_state
                 break
             state = new_state
@@ -360,6 +386,7 @@ def fit(
                 )
             for k, v in summary.items():
                 history.setdefault(k, []).append(v)
+            done = state
             _show(bar, summary)
             if checkpoint_dir is not None and (epoch + 1) % checkpoint_every == 0:
                 _save(checkpoint_dir, state, history, keep_checkpoints)
@@ -381,6 +408,7 @@ def fit(
                         )
                         break
     except KeyboardInterrupt:
+        state = done
         history["stopped"] = f"interrupted after epoch {int(state.epoch)}"
         print(f"nnfun.fit: {history['stopped']}; returning its state", file=sys.stderr)
     if early_stopping is not None and best[1] is not None:
@@ -394,13 +422,20 @@ def _copy(state: TrainState) -> TrainState:
     return jax.tree.map(jnp.copy, state)
 
 
-def _blow_up(state: TrainState, metrics, epoch: int, batch_size: int) -> str:
+def _blow_up(net, state: TrainState, metrics, epoch: int, batch_size: int) -> str:
     finite = np.asarray(metrics["finite"])
     step = int(np.argmin(finite))
     flags = np.asarray(metrics["grads_finite"])[step]
-    names = _leaf_names(state.params)
-    bad = [name for name, ok in zip(names, flags, strict=True) if not ok]
-    where = f"first non-finite gradient leaf params{bad[0]}" if bad else "the loss"
+    paths = [p for p, _ in jax.tree_util.tree_leaves_with_path(state.params)]
+    bad = [path for path, ok in zip(paths, flags, strict=True) if not ok]
+    if bad:  # path = (layer index, leaf name)
+        layer, leaf = bad[0][0].idx, bad[0][1].key
+        where = (
+            f"first non-finite leaf params[{layer}]['{leaf}'] (layer {layer}, "
+            f"{net.layers[layer]}, {leaf})"
+        )
+    else:
+        where = "the loss"
     return (
         f"non-finite loss or gradient at epoch {epoch + 1}, step {step + 1} "
         f"(batch size {batch_size}): {where}; kept the last finite state"
@@ -472,10 +507,13 @@ def fit_many(net, x, y, states: TrainState, *, config=None, epochs=1, batch_size
     Returns ``(states, history)`` with history[k] of shape (epochs, models). Each model
     follows exactly the trajectory of its own ``fit``.
     """
-    config = config or _config_of(net)
-    x, y = jnp.asarray(x), jnp.asarray(y)
-    net._check_input(x)
-    epoch_fn = _compiled_epoch(net, config, int(batch_size), True, True)
+    config = _config_of(net, config)
+    _check_state(net, states, stacked=True)
+    x, y = validation.check_data(net, config.loss, x, y)
+    epochs = validation.check_int("epochs", epochs, 0)
+    batch_size = validation.check_int("batch_size", batch_size, 1)
+    validation.check_batchnorm_batches(net, x.shape[0], batch_size)
+    epoch_fn = _compiled_epoch(net, config, batch_size, True, True)
     n = x.shape[0]
     history: dict[str, list] = {}
     for _ in range(epochs):
