@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from nnfun import losses, validation
+from nnfun import losses, parallel, validation
 
 Array = jax.Array
 
@@ -66,9 +66,13 @@ def get_optimizer(name: str | optax.GradientTransformation, learning_rate=None):
         )
     factory, default = OPTIMIZERS[name]
     lr = default if learning_rate is None else learning_rate
+    validation.check_learning_rate(lr)
     if callable(lr):  # a schedule
         return factory(learning_rate=lr)
     return optax.inject_hyperparams(factory)(learning_rate=lr)
+
+
+PRECISIONS = (None, "default", "high", "highest", "bfloat16", "tensorfloat32", "float32")
 
 
 class Config(NamedTuple):
@@ -80,10 +84,22 @@ class Config(NamedTuple):
     grad: str = "autodiff"  # or "manual": the hand-written backprop
     l1: float = 0.0
     l2: float = 0.0
+    compute_dtype: str | None = None  # "bfloat16": low-precision matmuls, float32 params/loss
+    precision: str | None = None  # jax.default_matmul_precision for training: "highest", ...
 
     @classmethod
     def make(
-        cls, loss, optimizer="adam", metrics=(), *, grad="autodiff", l1=0.0, l2=0.0, **opt_kw
+        cls,
+        loss,
+        optimizer="adam",
+        metrics=(),
+        *,
+        grad="autodiff",
+        l1=0.0,
+        l2=0.0,
+        compute_dtype=None,
+        precision=None,
+        **opt_kw,
     ) -> Config:
         if isinstance(metrics, str):
             metrics = (metrics,)
@@ -98,8 +114,24 @@ class Config(NamedTuple):
         unknown = set(opt_kw) - {"learning_rate"}
         if unknown:
             raise TypeError(f"compile: unexpected arguments {sorted(unknown)}")
+        if compute_dtype is not None:
+            compute_dtype = jnp.dtype(compute_dtype).name
+            if compute_dtype not in ("float32", "bfloat16", "float16"):
+                raise ValueError(
+                    f"compute_dtype: expected None, 'float32', 'bfloat16' or 'float16', "
+                    f"got {compute_dtype!r}"
+                )
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
         return cls(
-            losses.get(loss), get_optimizer(optimizer, **opt_kw), tuple(metrics), grad, l1, l2
+            losses.get(loss),
+            get_optimizer(optimizer, **opt_kw),
+            tuple(metrics),
+            grad,
+            l1,
+            l2,
+            compute_dtype,
+            precision,
         )
 
 
@@ -152,6 +184,8 @@ def train_step(net, config: Config, state: TrainState, x, y, sample_weight=None)
         l1=config.l1,
         l2=config.l2,
     )
+    if config.compute_dtype is not None:
+        kwargs["compute_dtype"] = config.compute_dtype
     if config.grad == "manual":
         (value, aux), grads = net.value_and_manual_grad(state.params, x, y, **kwargs)
     else:
@@ -180,11 +214,14 @@ def _epoch_batches(n: int, batch_size: int) -> tuple[int, int]:
     return divmod(n, batch_size)
 
 
-def run_epoch(net, config: Config, batch_size: int, shuffle: bool, state: TrainState, x, y):
+def run_epoch(
+    net, config: Config, batch_size: int, shuffle: bool, state: TrainState, x, y, mesh=None
+):
     """One epoch as one program: ``(state, metrics)`` with per-batch metric arrays.
 
     Shuffles with the state's key, scans the step over the full batches, then takes one
     step on the remainder. Steps after a non-finite one are skipped (metrics say which).
+    With a ``mesh`` every batch that divides over its "data" axis is split across devices.
     """
     n = x.shape[0]
     full, rest = _epoch_batches(n, batch_size)
@@ -194,7 +231,10 @@ def run_epoch(net, config: Config, batch_size: int, shuffle: bool, state: TrainS
 
     def step(carry, idx):
         state, healthy = carry
-        new, metrics = train_step(net, config, state, x[idx], y[idx])
+        xb, yb = x[idx], y[idx]
+        if mesh is not None and idx.shape[0] % parallel.data_size(mesh) == 0:
+            xb, yb = parallel.constrain_batch((xb, yb), mesh)
+        new, metrics = train_step(net, config, state, xb, yb)
         healthy = healthy & metrics["finite"]
         # Keep the last finite state: one select over the state, no host round trip.
         state = jax.tree.map(lambda a, b: jnp.where(healthy, a, b), new, state)
@@ -214,11 +254,19 @@ def run_epoch(net, config: Config, batch_size: int, shuffle: bool, state: TrainS
 
 
 @functools.lru_cache(maxsize=64)
-def _compiled_epoch(net, config: Config, batch_size: int, shuffle: bool, many: bool):
-    fn = functools.partial(run_epoch, net, config, batch_size, shuffle)
+def _compiled_epoch(net, config: Config, batch_size: int, shuffle: bool, many: bool, mesh=None):
+    fn = functools.partial(run_epoch, net, config, batch_size, shuffle, mesh=mesh)
     if many:
         fn = jax.vmap(fn, in_axes=(0, None, None))
-    return jax.jit(fn, donate_argnums=0)
+    jitted = jax.jit(fn, donate_argnums=0)
+    if config.precision is None:
+        return jitted
+
+    def with_precision(*args):  # the precision is part of jit's cache key: set it per call
+        with jax.default_matmul_precision(config.precision):
+            return jitted(*args)
+
+    return with_precision
 
 
 def _batch_weights(n: int, batch_size: int) -> np.ndarray:
@@ -327,6 +375,7 @@ def fit(
     checkpoint_every: int = 1,
     keep_checkpoints: int = 3,
     progress: bool | None = None,
+    mesh=None,
 ):
     """Trains ``net`` and returns ``(state, history)``.
 
@@ -335,6 +384,8 @@ def fit(
     The state returned is always the last finite, completed epoch's (or the best one's
     under early stopping). With ``checkpoint_dir`` the state and history are saved every
     ``checkpoint_every`` epochs and training resumes from the newest checkpoint there.
+    With ``mesh`` (``nnfun.parallel.data_mesh()``) each batch is split over its "data" axis
+    and the parameters are replicated: data-parallel training, the same updates.
     """
     config = _config_of(net, config)
     x, y = validation.check_data(net, config.loss, x, y)
@@ -364,7 +415,11 @@ def fit(
     if checkpoint_dir is not None:
         state, history = _resume(checkpoint_dir, state, history)
     names = config.metrics
-    epoch_fn = _compiled_epoch(net, config, int(batch_size), bool(shuffle), False)
+    if mesh is not None:
+        parallel.check_batch_size(batch_size, mesh)
+        x, y = parallel.place_data(x, mesh), parallel.place_data(y, mesh)
+        state = parallel.replicate(state, mesh)
+    epoch_fn = _compiled_epoch(net, config, int(batch_size), bool(shuffle), False, mesh)
     n = x.shape[0]
     best, since = (None, None), 0  # (value, state), epochs without improvement
     start = int(state.epoch)
@@ -501,11 +556,11 @@ def init_many(net, config: Config, keys: Array, learning_rates=None) -> TrainSta
     return states
 
 
-def fit_many(net, x, y, states: TrainState, *, config=None, epochs=1, batch_size=32):
+def fit_many(net, x, y, states: TrainState, *, config=None, epochs=1, batch_size=32, mesh=None):
     """Trains a stack of models (``init_many``/``stack``) in one vmapped program per epoch.
 
     Returns ``(states, history)`` with history[k] of shape (epochs, models). Each model
-    follows exactly the trajectory of its own ``fit``.
+    follows exactly the trajectory of its own ``fit``; ``mesh`` splits batches as in ``fit``.
     """
     config = _config_of(net, config)
     _check_state(net, states, stacked=True)
@@ -513,7 +568,11 @@ def fit_many(net, x, y, states: TrainState, *, config=None, epochs=1, batch_size
     epochs = validation.check_int("epochs", epochs, 0)
     batch_size = validation.check_int("batch_size", batch_size, 1)
     validation.check_batchnorm_batches(net, x.shape[0], batch_size)
-    epoch_fn = _compiled_epoch(net, config, batch_size, True, True)
+    if mesh is not None:
+        parallel.check_batch_size(batch_size, mesh)
+        x, y = parallel.place_data(x, mesh), parallel.place_data(y, mesh)
+        states = parallel.replicate(states, mesh)
+    epoch_fn = _compiled_epoch(net, config, batch_size, True, True, mesh)
     n = x.shape[0]
     history: dict[str, list] = {}
     for _ in range(epochs):

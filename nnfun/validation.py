@@ -54,6 +54,18 @@ def check_fraction(name: str, value: Any) -> float:
     return float(value)
 
 
+def check_learning_rate(value: Any) -> None:
+    """A finite number > 0 or a schedule (a callable of the step)."""
+    if callable(value):
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"learning_rate: expected a number > 0 or a schedule, got {_describe(value)}"
+        )
+    if not (np.isfinite(value) and value > 0):
+        raise ValueError(f"learning_rate: expected a finite number > 0, got {value!r}")
+
+
 def check_key(name: str, key: Any) -> None:
     """A PRNG key from ``jax.random.key(seed)`` (or a legacy uint32 ``PRNGKey``)."""
     dtype = getattr(key, "dtype", None)

@@ -1,0 +1,624 @@
+"""Reliability: bad input raises a clear error before anything compiles, blow-ups stop with
+the last finite state, extreme values stay finite, Ctrl-C and SIGKILL lose no finished epoch,
+broken data files are named."""
+
+import gzip
+import os
+import traceback
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import nnfun
+from nnfun import activations, data, losses, train
+from nnfun.layers import BatchNorm, Dense, Dropout, Maxout
+
+RNG = np.random.default_rng(0)
+X = RNG.normal(size=(12, 4)).astype(np.float32)
+Y = RNG.integers(0, 3, 12).astype(np.int32)
+NET = nnfun.Sequential([Dense(8, "relu", input_dim=4), Dense(3, "softmax")])
+BN_NET = nnfun.Sequential([Dense(8, "relu", input_dim=4), BatchNorm(), Dense(3, "softmax")])
+BIN_NET = nnfun.Sequential([Dense(5, "tanh", input_dim=4), Dense(1, "sigmoid")])
+CFG = nnfun.Config.make("categorical_crossentropy", "sgd", metrics=["accuracy"])
+BIN_CFG = nnfun.Config.make("binary_crossentropy", "sgd")
+PARAMS = NET.init(jax.random.key(0))
+STATE = train.init_state(NET, CFG, jax.random.key(0))
+OTHER = train.init_state(BIN_NET, BIN_CFG, jax.random.key(0))
+
+
+def fit(x=X, y=Y, net=NET, **kw):
+    kw.setdefault("config", BIN_CFG if net is BIN_NET else CFG)
+    return train.fit(net, x, y, epochs=kw.pop("epochs", 1), batch_size=kw.pop("bs", 4), **kw)
+
+
+def with_value(a, index, value):
+    integral = np.isfinite(value) and value == int(value)
+    a = np.array(a, dtype=a.dtype if integral else np.float32)
+    a[index] = value
+    return a
+
+
+def transposed_first_w():
+    params = [dict(p) for p in PARAMS]
+    params[0]["W"] = params[0]["W"].T
+    return params
+
+
+# (id, call, exception type, fragments the message must contain: argument, expected, got)
+CASES = [
+    # shapes and sample counts
+    (
+        "x wrong feature count (fit)",
+        lambda: fit(X[:, :3]),
+        ValueError,
+        ["x:", "(batch, 4)", "(12, 3)"],
+    ),
+    (
+        "x wrong feature count (predict)",
+        lambda: train.predict(NET, STATE, X[:, :3]),
+        ValueError,
+        ["x:", "(batch, 4)", "(12, 3)"],
+    ),
+    (
+        "x wrong feature count (apply)",
+        lambda: NET.apply(PARAMS, X[:, :3]),
+        ValueError,
+        ["x:", "(batch, 4)", "(12, 3)"],
+    ),
+    ("x 1-D (apply)", lambda: NET.apply(PARAMS, X[0]), ValueError, ["x:", "(batch, 4)", "(4,)"]),
+    ("x and y lengths differ", lambda: fit(X, Y[:10]), ValueError, ["y:", "12 samples", "10"]),
+    (
+        "x and y lengths differ (evaluate)",
+        lambda: train.evaluate(NET, STATE, X, Y[:5], config=CFG),
+        ValueError,
+        ["y:", "12 samples", "5"],
+    ),
+    ("empty data", lambda: fit(X[:0], Y[:0]), ValueError, ["x:", "at least one sample", "(0, 4)"]),
+    (
+        "empty data (predict)",
+        lambda: train.predict(NET, STATE, X[:0]),
+        ValueError,
+        ["x:", "at least one sample", "(0, 4)"],
+    ),
+    # labels
+    ("label = classes", lambda: fit(y=with_value(Y, 0, 3)), ValueError, ["y:", "[0, 3)", "[0, 3]"]),
+    (
+        "negative label",
+        lambda: fit(y=with_value(Y, 0, -1)),
+        ValueError,
+        ["y:", "[0, 3)", "[-1, 2]"],
+    ),
+    (
+        "float labels for classes",
+        lambda: fit(y=Y.astype(np.float32)),
+        TypeError,
+        ["y:", "integer class labels in [0, 3)", "float32"],
+    ),
+    (
+        "one-hot of wrong width",
+        lambda: fit(y=data.one_hot(Y, 4)),
+        ValueError,
+        ["y:", "(12, 3)", "(12, 4)"],
+    ),
+    (
+        "one-hot with values outside [0, 1]",
+        lambda: fit(y=2 * data.one_hot(Y, 3)),
+        ValueError,
+        ["y:", "[0, 1]", "[0, 2]"],
+    ),
+    (
+        "binary label 2 for one sigmoid unit",
+        lambda: fit(net=BIN_NET, y=np.minimum(Y, 1) * 2),
+        ValueError,
+        ["y:", "binary labels in [0, 1]", "[0, 2]"],
+    ),
+    (
+        "y of 3 dims",
+        lambda: fit(y=data.one_hot(Y, 3)[..., None]),
+        ValueError,
+        ["y:", "(12, 3)", "(12, 3, 1)"],
+    ),
+    # non-finite values
+    (
+        "NaN in x",
+        lambda: fit(with_value(X, (2, 1), np.nan)),
+        ValueError,
+        ["x:", "finite", "1 NaN and 0 inf", "(2, 1)"],
+    ),
+    (
+        "inf in x",
+        lambda: fit(with_value(X, (0, 3), -np.inf)),
+        ValueError,
+        ["x:", "finite", "0 NaN and 1 inf", "(0, 3)"],
+    ),
+    (
+        "NaN in x (evaluate)",
+        lambda: train.evaluate(NET, STATE, with_value(X, (1, 1), np.nan), Y, config=CFG),
+        ValueError,
+        ["x:", "finite", "1 NaN"],
+    ),
+    (
+        "NaN in x (apply)",
+        lambda: NET.apply(PARAMS, with_value(X, (1, 1), np.nan)),
+        ValueError,
+        ["x:", "finite", "1 NaN"],
+    ),
+    (
+        "NaN in y",
+        lambda: fit(y=with_value(data.one_hot(Y, 3), (4, 0), np.nan)),
+        ValueError,
+        ["y:", "finite", "1 NaN", "(4, 0)"],
+    ),
+    (
+        "inf in y",
+        lambda: fit(net=BIN_NET, y=with_value(np.minimum(Y, 1).astype(np.float32), 3, np.inf)),
+        ValueError,
+        ["y:", "finite", "1 inf"],
+    ),
+    # strings, objects, ragged
+    ("strings as x", lambda: fit(np.full((12, 4), "a")), TypeError, ["x:", "numeric array", "<U1"]),
+    (
+        "object array as x",
+        lambda: fit(X.astype(object)),
+        TypeError,
+        ["x:", "numeric array", "object"],
+    ),
+    ("a string as x", lambda: NET.apply(PARAMS, "x"), TypeError, ["x:", "numeric array", "'x'"]),
+    (
+        "string labels",
+        lambda: fit(y=np.array(list("abcabcabcabc"))),
+        TypeError,
+        ["y:", "numeric array", "<U1"],
+    ),
+    (
+        "complex x",
+        lambda: fit(X.astype(np.complex64)),
+        TypeError,
+        ["x:", "numeric array", "complex64"],
+    ),
+    (
+        "ragged nested list as x",
+        lambda: fit([[1.0, 2.0], [3.0]]),
+        ValueError,
+        ["x:", "rectangular numeric array", "inhomogeneous"],
+    ),
+    # scalar arguments of fit / evaluate / predict / fit_many
+    ("batch_size 0", lambda: fit(bs=0), ValueError, ["batch_size:", "integer >= 1", "got 0"]),
+    (
+        "batch_size negative",
+        lambda: fit(bs=-4),
+        ValueError,
+        ["batch_size:", "integer >= 1", "got -4"],
+    ),
+    (
+        "batch_size not an integer",
+        lambda: fit(bs=2.5),
+        TypeError,
+        ["batch_size:", "integer >= 1", "2.5"],
+    ),
+    (
+        "batch_size a string",
+        lambda: fit(bs="32"),
+        TypeError,
+        ["batch_size:", "integer >= 1", "'32'"],
+    ),
+    (
+        "batch_size 0 (predict)",
+        lambda: train.predict(NET, STATE, X, batch_size=0),
+        ValueError,
+        ["batch_size:", "integer >= 1", "got 0"],
+    ),
+    ("epochs negative", lambda: fit(epochs=-1), ValueError, ["epochs:", "integer >= 0", "got -1"]),
+    (
+        "epochs not an integer",
+        lambda: fit(epochs=1.5),
+        TypeError,
+        ["epochs:", "integer >= 0", "1.5"],
+    ),
+    (
+        "checkpoint_every 0",
+        lambda: fit(checkpoint_every=0),
+        ValueError,
+        ["checkpoint_every:", ">= 1", "got 0"],
+    ),
+    (
+        "validation_split 1.5",
+        lambda: fit(validation_split=1.5),
+        ValueError,
+        ["validation_split:", "[0, 1)", "1.5"],
+    ),
+    (
+        "validation x of wrong shape",
+        lambda: fit(validation_data=(X[:, :2], Y)),
+        ValueError,
+        ["validation_data[0]:", "(batch, 4)", "(12, 2)"],
+    ),
+    (
+        "validation y of wrong length",
+        lambda: fit(validation_data=(X, Y[:3])),
+        ValueError,
+        ["validation_data[1]:", "12 samples", "3"],
+    ),
+    (
+        "validation data not a pair",
+        lambda: fit(validation_data=X),
+        TypeError,
+        ["validation_data:", "pair (x_val, y_val)", "float32 array of shape (12, 4)"],
+    ),
+    ("key an int", lambda: fit(key=0), TypeError, ["key:", "jax.random.key(0)", "got 0"]),
+    (
+        "config a string",
+        lambda: fit(config="adam"),
+        TypeError,
+        ["config:", "nnfun.Config", "'adam'"],
+    ),
+    (
+        "fit_many batch_size 0",
+        lambda: train.fit_many(NET, X, Y, train.stack([STATE, STATE]), config=CFG, batch_size=0),
+        ValueError,
+        ["batch_size:", ">= 1", "got 0"],
+    ),
+    (
+        "fit_many unstacked states",
+        lambda: train.fit_many(NET, X, Y, STATE, config=CFG),
+        ValueError,
+        ["state.params[0]['W']", "(4, 8)", "(4, 8)"],
+    ),
+    # names
+    (
+        "unknown activation",
+        lambda: Dense(3, "relu6"),
+        ValueError,
+        ["activation:", "'sigmoid'", "'relu6'"],
+    ),
+    (
+        "unknown loss",
+        lambda: nnfun.Config.make("hinge"),
+        ValueError,
+        ["loss:", "'mean_squared_error'", "'hinge'"],
+    ),
+    (
+        "unknown optimizer",
+        lambda: nnfun.Config.make("mse", "adamw"),
+        ValueError,
+        ["optimizer:", "'rmsprop'", "'adamw'"],
+    ),
+    (
+        "unknown metric",
+        lambda: nnfun.Config.make("mse", metrics=["f1"]),
+        ValueError,
+        ["metrics:", "'accuracy'", "'f1'"],
+    ),
+    (
+        "unknown initializer (Dense)",
+        lambda: Dense(3, kernel_init="xavier_normal"),
+        ValueError,
+        ["kernel_init:", "'glorot_normal'", "'xavier_normal'"],
+    ),
+    (
+        "unknown initializer (Maxout)",
+        lambda: Maxout(3, bias_init="one"),
+        ValueError,
+        ["bias_init:", "'zeros'", "'one'"],
+    ),
+    (
+        "unknown loss (losses.value)",
+        lambda: losses.value("hinge", jnp.ones((2, 3)), jnp.zeros(2, jnp.int32)),
+        ValueError,
+        ["loss:", "'mse'", "'hinge'"],
+    ),
+    (
+        "learning_rate negative",
+        lambda: nnfun.Config.make("mse", "sgd", learning_rate=-0.1),
+        ValueError,
+        ["learning_rate:", "> 0", "-0.1"],
+    ),
+    (
+        "learning_rate a string",
+        lambda: nnfun.Config.make("mse", "sgd", learning_rate="fast"),
+        TypeError,
+        ["learning_rate:", "> 0", "'fast'"],
+    ),
+    ("l2 negative", lambda: nnfun.Config.make("mse", l2=-1.0), ValueError, ["l2:", ">= 0", "-1.0"]),
+    # layers
+    ("Dense units 0", lambda: Dense(0), ValueError, ["units:", "positive int", "got 0"]),
+    ("dropout rate 1", lambda: Dropout(1.0), ValueError, ["rate:", "[0, 1)", "1.0"]),
+    ("dropout rate negative", lambda: Dropout(-0.1), ValueError, ["rate:", "[0, 1)", "-0.1"]),
+    (
+        "BatchNorm on 1 sample (forward)",
+        lambda: BN_NET.forward(BN_NET.init(jax.random.key(0)), X[:1], train=True),
+        ValueError,
+        ["BatchNorm", "at least 2", "(1, 8)"],
+    ),
+    (
+        "BatchNorm on 1 sample (fit, last batch)",
+        lambda: fit(net=BN_NET, bs=11),
+        ValueError,
+        ["batch_size:", "at least 2 samples", "batch of 1"],
+    ),
+    (
+        "BatchNorm on 1 sample (fit, batch_size 1)",
+        lambda: fit(net=BN_NET, bs=1),
+        ValueError,
+        ["batch_size:", "at least 2 samples", "batch_size=1"],
+    ),
+    # parameter trees
+    (
+        "params with a layer missing",
+        lambda: NET.apply(PARAMS[:1], X),
+        ValueError,
+        ["params:", "2 dicts", "1 entries"],
+    ),
+    (
+        "params with a key missing",
+        lambda: NET.apply([PARAMS[0], {"W": PARAMS[1]["W"]}], X),
+        ValueError,
+        ["params[1]", "['W', 'b']", "['W']"],
+    ),
+    (
+        "params leaf transposed",
+        lambda: NET.loss(transposed_first_w(), X, Y, loss="categorical_crossentropy"),
+        ValueError,
+        ["params[0]['W']", "(4, 8)", "(8, 4)"],
+    ),
+    (
+        "params not a list",
+        lambda: NET.apply({"W": 1}, X),
+        ValueError,
+        ["params:", "2 dicts", "dict"],
+    ),
+    (
+        "state of another network",
+        lambda: fit(state=OTHER),
+        ValueError,
+        ["state.params[0]['W']", "(4, 8)", "(4, 5)"],
+    ),
+    (
+        "sample_weight of wrong length",
+        lambda: NET.loss(PARAMS, X, Y, loss="categorical_crossentropy", sample_weight=jnp.ones(5)),
+        ValueError,
+        ["sample_weight:", "(12,)", "(5,)"],
+    ),
+    (
+        "losses.value on 1-D pred",
+        lambda: losses.value(losses.LOSSES["mse"], jnp.ones(5), jnp.ones(5)),
+        ValueError,
+        ["pred:", "(batch, outputs)", "(5,)"],
+    ),
+    (
+        "losses.gradient y of wrong shape",
+        lambda: losses.gradient(losses.LOSSES["mse"], jnp.ones((5, 2)), jnp.ones((5, 3))),
+        ValueError,
+        ["y:", "(5, 2)", "(5, 3)"],
+    ),
+    # data loaders' arguments
+    (
+        "load_digits test_fraction 1.5",
+        lambda: data.load_digits(test_fraction=1.5),
+        ValueError,
+        ["test_fraction:", "(0, 1)", "1.5"],
+    ),
+    ("moons n = 1", lambda: data.moons(n=1), ValueError, ["n:", ">= 2", "got 1"]),
+    (
+        "one_hot label out of range",
+        lambda: data.one_hot(np.array([0, 5]), 3),
+        ValueError,
+        ["y:", "[0, 3)", "[0, 5]"],
+    ),
+]
+
+
+def _raise(call):
+    try:
+        call()
+    except (ValueError, TypeError) as e:
+        return e
+    raise AssertionError("no ValueError/TypeError raised")
+
+
+@pytest.mark.parametrize(
+    ("call", "kind", "fragments"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_bad_input_gets_a_clear_error_before_anything_compiles(call, kind, fragments):
+    error = _raise(call)
+    assert type(error) is kind, f"{type(error).__name__}: {error}"
+    message = str(error)
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+    # Raised by our Python checks, not from inside JAX tracing or XLA compilation.
+    frames = traceback.extract_tb(error.__traceback__)
+    assert not any(f"{os.sep}jax{os.sep}" in f.filename for f in frames), message
+    assert "Tracer" not in message and "XLA" not in message
+
+
+def test_case_table_covers_the_issue_list():
+    assert len(CASES) >= 60
+    ids = " ".join(c[0] for c in CASES)
+    for topic in (
+        "feature count",
+        "lengths differ",
+        "negative label",
+        "float labels",
+        "one-hot of wrong width",
+        "NaN in x",
+        "NaN in y",
+        "empty",
+        "batch_size 0",
+        "batch_size negative",
+        "batch_size not",
+        "epochs negative",
+        "validation x",
+        "strings",
+        "object",
+        "unknown activation",
+        "unknown loss",
+        "unknown optimizer",
+        "unknown metric",
+        "unknown initializer",
+        "dropout rate",
+        "BatchNorm on 1 sample",
+        "params",
+    ):
+        assert topic in ids, topic
+
+
+def test_valid_binary_integer_labels_are_the_targets_themselves():
+    """One sigmoid unit, int labels 0/1: label 1 means target 1 (not one_hot(1, 1) = 0)."""
+    pred = jnp.array([[0.9], [0.2]])
+    np.testing.assert_array_equal(losses.targets_like(pred, jnp.array([1, 0])), [[1.0], [0.0]])
+    j = losses.value(losses.LOSSES["binary_crossentropy"], pred, jnp.array([1, 0]))
+    np.testing.assert_allclose(float(j), -(np.log(0.9) + np.log(0.8)) / 2, rtol=1e-6)
+
+
+# ---- non-finite values ------------------------------------------------------------------
+@pytest.mark.parametrize("learning_rate", [1e20, 3e38], ids=["loss-blows-up", "params-overflow"])
+def test_huge_learning_rate_stops_with_the_last_finite_state(learning_rate):
+    cfg = nnfun.Config.make("categorical_crossentropy", "sgd", learning_rate=learning_rate)
+    x = RNG.normal(size=(64, 4)).astype(np.float32) * 3
+    y = RNG.integers(0, 3, 64).astype(np.int32)
+    state, hist = train.fit(NET, x, y, config=cfg, key=jax.random.key(0), epochs=3, batch_size=8)
+    stopped = hist["stopped"]
+    assert (
+        "epoch 1, step " in stopped
+        and "layer " in stopped
+        and "kept the last finite state" in stopped
+    )
+    assert any(f"params[{i}]['{k}']" in stopped for i in (0, 1) for k in "Wb"), stopped
+    step = int(stopped.split("step ")[1].split(" ")[0])
+    assert int(state.step) == step - 1  # every step before the bad one was kept
+    leaves = jax.tree.leaves((state.params, state.opt_state))
+    assert all(
+        bool(jnp.all(jnp.isfinite(leaf)))
+        for leaf in leaves
+        if jnp.issubdtype(leaf.dtype, jnp.floating)
+    )
+    assert hist.get("loss", []) == []  # the blown-up epoch is not recorded as completed
+
+
+def test_losses_and_activations_stay_finite_at_extremes():
+    z = jnp.array([[-1e4, 0.0, 1e4], [1e6, -1e6, 3.0], [1e4, 1e4, -1e4]], jnp.float32)
+
+    @jax.jit  # one program for all of them: op-by-op dispatch is slow
+    def every_activation(z):
+        return {
+            n: (a.fn(z), a.vjp(z, a.fn(z), jnp.ones_like(z)))
+            for n, a in activations.ACTIVATIONS.items()
+        }
+
+    for name, out in every_activation(z).items():
+        assert all(bool(jnp.all(jnp.isfinite(t))) for t in out), name
+    y_int, y_hot = jnp.array([0, 1, 2]), jax.nn.one_hot(jnp.array([0, 1, 2]), 3)
+    probs = jnp.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.5, 0.5, 0.0]])
+
+    @jax.jit
+    def every_loss(z, probs):
+        out = {}
+        for name, loss in losses.LOSSES.items():
+            pred = z if "logits" in name or "squared" in name else probs
+            for kind, y in (("int", y_int), ("one-hot", y_hot)):
+                out[name, kind] = (losses.value(loss, pred, y), losses.gradient(loss, pred, y))
+        return out
+
+    for name, out in every_loss(z, probs).items():
+        assert all(bool(jnp.all(jnp.isfinite(t))) for t in out), name
+    # Logits of +-1e4: softmax + cross-entropy is fused, so J is exact, not inf.
+    j = losses.value(losses.LOSSES["categorical_crossentropy_from_logits"], z[:1], jnp.array([0]))
+    np.testing.assert_allclose(float(j), 2e4, rtol=1e-6)
+    # Inputs of 1e6 through saturating networks: output, J and both gradients finite.
+    x = jnp.full((4, 4), 1e6, jnp.float32).at[0].set(-1e6)
+    for net, y, loss in (
+        (NET, Y[:4], "categorical_crossentropy"),
+        (BIN_NET, np.array([0, 1, 1, 0]), "binary_crossentropy"),
+    ):
+        params = net.init(jax.random.key(1))
+
+        @jax.jit
+        def both(params, x, y, net=net, loss=loss):
+            value_and_manual = net.value_and_manual_grad(params, x, y, loss=loss)
+            return value_and_manual, jax.grad(net.loss)(params, x, y, loss=loss)
+
+        ((j, aux), manual), auto = both(params, x, y)
+        for tree in (j, aux.output, manual, auto):
+            assert all(bool(jnp.all(jnp.isfinite(t))) for t in jax.tree.leaves(tree)), loss
+        assert float(j) > 1.0  # saturated and wrong for some samples: a large but finite loss
+
+
+# ---- Ctrl-C -----------------------------------------------------------------------------
+def _interrupt_on_call(monkeypatch, target, name, call_number):
+    original, calls = getattr(target, name), []
+
+    def wrapper(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == call_number:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(target, name, wrapper)
+
+
+@pytest.mark.parametrize("during", ["epoch", "validation"])
+def test_ctrl_c_returns_the_last_completed_epoch(monkeypatch, during):
+    kw = dict(config=CFG, key=jax.random.key(3), batch_size=4, validation_data=(X, Y))
+    reference, ref_hist = train.fit(NET, X, Y, epochs=2, **kw)
+    if during == "epoch":  # inside the compiled epoch program of epoch 3
+        original, calls = train._compiled_epoch, []
+        monkeypatch.setattr(train, "_compiled_epoch", lambda *a: _counting(original(*a), calls))
+    else:  # in epoch 3's validation, after its training: that epoch must not be kept
+        _interrupt_on_call(monkeypatch, train, "evaluate", 3)
+    state, hist = train.fit(NET, X, Y, epochs=5, **kw)
+    assert hist["stopped"] == "interrupted after epoch 2"
+    assert int(state.epoch) == 2 and len(hist["loss"]) == len(hist["val_loss"]) == 2
+    assert hist["loss"] == ref_hist["loss"] and hist["val_accuracy"] == ref_hist["val_accuracy"]
+    assert_identical(state, reference)
+
+
+def _raw(leaf):
+    return jax.random.key_data(leaf) if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key) else leaf
+
+
+def assert_identical(a, b):
+    """Bit-identical pytrees (PRNG keys compared by their data)."""
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(_raw(u)), np.asarray(_raw(v)))
+
+
+def _counting(fn, calls):
+    def wrapped(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return fn(*args)
+
+    return wrapped
+
+
+# ---- broken data files ------------------------------------------------------------------
+def test_missing_and_corrupt_data_files_are_named(tmp_path):
+    missing = tmp_path / "nowhere"
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        data.load_mnist(missing)
+    h5py = pytest.importorskip("h5py")
+    for part in ("train", "test"):
+        with h5py.File(tmp_path / f"{part}_catvnoncat.h5", "w") as f:
+            f["wrong"] = np.zeros(3)
+    with pytest.raises(ValueError, match=r"train_catvnoncat\.h5: missing dataset 'train_set_x'"):
+        data.load_cat(tmp_path)
+    images = tmp_path / "t10k-images-idx3-ubyte.gz"
+    header = (0x803).to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in (2, 28, 28))
+    images.write_bytes(gzip.compress(header + bytes(100)))  # promises 1568 bytes
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(
+        (0x801).to_bytes(4, "big") + (2).to_bytes(4, "big") + bytes(2)
+    )
+    with pytest.raises(ValueError, match=r"t10k-images-idx3-ubyte\.gz: header promises 1568"):
+        data.load_mnist(tmp_path)
+    images.write_bytes(gzip.compress((0x801).to_bytes(4, "big") + bytes(12)))
+    with pytest.raises(ValueError, match=r"t10k-images-idx3-ubyte\.gz: magic number 0x00000801"):
+        data.load_mnist(tmp_path)
+
+
+# ---- SIGKILL while saving a checkpoint --------------------------------------------------
+WORKER = Path(__file__).with_name("_reliability_worker.py")
