@@ -48,7 +48,7 @@ BATCH_SIZE = 32
 FLOWER_SAMPLES = 400
 TEST_FRACTION = 0.2
 EPOCHS = {"flower": 150, "digits": 30}
-QUICK_EPOCHS = {"flower": 40, "digits": 8}
+QUICK_EPOCHS = {"flower": 25, "digits": 5}
 
 
 def build(n_in: int, n_out: int, activation: str) -> nnfun.Sequential:
