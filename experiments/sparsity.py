@@ -1,6 +1,6 @@
 """How sparse are the hidden activations of a trained ReLU network, next to a sigmoid one?
 
-Question: after training a 64 -> 100 -> 100 -> 10 network on the digits with Adam (three
+Question: after training a 64 -> 100 -> 100 -> 10 network on the digits with Adam (four
 learning rates), what share of the (training sample, hidden unit) pairs is active? For
 ReLU "active" means output > 0; for sigmoid, whose output is never 0, the notes' "about
 half active" is measured as output > 0.5. Also reported: the share of outputs exactly 0,
