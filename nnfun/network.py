@@ -153,12 +153,25 @@ class Sequential:
             return losses.FUSED.get((last.act.name, loss.name))
         return None
 
-    def _objective(self, params, x, y, *, loss, sample_weight=None, l1=0.0, l2=0.0, **fwd):
+    def _objective(
+        self, params, x, y, *, loss, sample_weight=None, l1=0.0, l2=0.0, compute_dtype=None, **fwd
+    ):
         loss = losses.get(loss)
-        out, new_state, caches = self.forward(params, x, **fwd)
+        if compute_dtype is not None:  # mixed precision: layers run in compute_dtype ...
+            state = fwd.get("state")
+            fwd["state"] = None if state is None else _cast(state, compute_dtype)
+            out, new_state, caches = self.forward(
+                _cast(params, compute_dtype), _cast(x, compute_dtype), **fwd
+            )
+            # ... while the loss, the output and the carried state stay in float32.
+            out = out.astype(jnp.float32)
+            new_state = new_state if state is None else _cast_like(new_state, state)
+        else:
+            out, new_state, caches = self.forward(params, x, **fwd)
         fused = self._fused(loss)
         if fused is not None:
-            data_loss = losses.value(fused, caches[-1][1], y, sample_weight)
+            logits = caches[-1][1].astype(out.dtype)
+            data_loss = losses.value(fused, logits, y, sample_weight)
         else:
             data_loss = losses.value(loss, out, y, sample_weight)
         value = data_loss + self.penalty(params, l1=l1, l2=l2)
@@ -211,12 +224,16 @@ class Sequential:
         value, aux, caches, out_loss = self._objective(
             params, x, y, loss=loss, l1=l1, l2=l2, **kwargs
         )
+        dtype = kwargs.get("compute_dtype")
+        run = params if dtype is None else _cast(params, dtype)
         if self._fused(losses.get(loss)) is not None:
-            dz = losses.gradient(out_loss, caches[-1][1], y, sample_weight)
-            grads, _ = self.backward(params, caches, None, last_dz=dz)
+            dz = losses.gradient(out_loss, caches[-1][1].astype(aux.output.dtype), y, sample_weight)
+            grads, _ = self.backward(run, caches, None, last_dz=_cast(dz, dtype))
         else:
             dy = losses.gradient(out_loss, aux.output, y, sample_weight)
-            grads, _ = self.backward(params, caches, dy)
+            grads, _ = self.backward(run, caches, _cast(dy, dtype))
+        if dtype is not None:  # gradients in the parameters' own dtype
+            grads = _cast_like(grads, params)
         if _nonzero(l1) or _nonzero(l2):
             for layer, g, p in zip(self.layers, grads, params, strict=True):
                 for name in layer.regularized:
@@ -262,6 +279,19 @@ class Sequential:
 
 def _as_shape(shape: Any) -> tuple[int, ...]:
     return (int(shape),) if np.ndim(shape) == 0 else tuple(int(s) for s in shape)
+
+
+def _cast(tree, dtype):
+    """Floating leaves of ``tree`` in ``dtype`` (``None``: unchanged)."""
+    if dtype is None:
+        return tree
+    return jax.tree.map(
+        lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree
+    )
+
+
+def _cast_like(tree, like):
+    return jax.tree.map(lambda a, b: a.astype(b.dtype), tree, like)
 
 
 def _nonzero(value: Any) -> bool:

@@ -1,0 +1,198 @@
+"""Data-parallel fit over 8 simulated CPU devices, mixed precision, and the benchmark smoke run.
+
+The sharded runs live in one subprocess because XLA_FLAGS must be set before JAX starts.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import nnfun
+from nnfun import train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SHARDED = r"""
+import json, jax, jax.numpy as jnp, numpy as np
+import nnfun
+from nnfun import parallel, train
+
+assert jax.device_count() == 8, jax.devices()
+rng = np.random.default_rng(0)
+x = rng.normal(size=(203, 16)).astype(np.float32)  # 203 = 12 * 16 + 11: a ragged last batch
+y = (x[:, :3].sum(1) > 0).astype(np.int32) + (x[:, 3] > 0.5).astype(np.int32)
+net = nnfun.Sequential([nnfun.Dense(32, "sigmoid", input_dim=16), nnfun.Dense(3, "softmax")])
+cfg = nnfun.Config.make("categorical_crossentropy", "adam", ["accuracy"])
+mesh = parallel.data_mesh()
+out = {"mesh": int(parallel.data_size(mesh))}
+
+def run(**kw):
+    kw = {"batch_size": 16, **kw}
+    return train.fit(net, x, y, config=cfg, key=jax.random.key(3), epochs=4, **kw)
+
+solo, h_solo = run()
+shard, h_shard = run(mesh=mesh)
+out["loss_solo"], out["loss_shard"] = h_solo["loss"], h_shard["loss"]
+out["param_diff"] = max(
+    float(jnp.max(jnp.abs(a - b))) for a, b in
+    zip(jax.tree.leaves(solo.params), jax.tree.leaves(shard.params), strict=True))
+out["steps"] = int(shard.step)
+out["param_devices"] = len(shard.params[0]["W"].sharding.device_set)
+out["replicated"] = bool(shard.params[0]["W"].sharding.is_fully_replicated)
+
+# The compiled epoch splits the batch: the gradient needs a cross-device all-reduce.
+epoch = train._compiled_epoch(net, cfg, 16, True, False, mesh)
+placed = parallel.replicate((x, y), mesh)
+state = parallel.replicate(train.init_state(net, cfg, jax.random.key(3)), mesh)
+hlo = epoch.lower(state, *placed).compile().as_text()
+out["all_reduce"] = "all-reduce" in hlo
+
+try:
+    run(mesh=mesh, batch_size=12)
+    out["error"] = None
+except ValueError as e:
+    out["error"] = str(e)
+
+states = train.init_many(net, cfg, jax.random.split(jax.random.key(5), 3))
+_, m_solo = train.fit_many(net, x, y, states, config=cfg, epochs=3, batch_size=16)
+states = train.init_many(net, cfg, jax.random.split(jax.random.key(5), 3))
+m_states, m_shard = train.fit_many(net, x, y, states, config=cfg, epochs=3, batch_size=16,
+                                   mesh=mesh)
+out["many_solo"], out["many_shard"] = m_solo["loss"].tolist(), m_shard["loss"].tolist()
+out["many_steps"] = np.asarray(m_states.step).tolist()
+
+model = nnfun.Sequential([nnfun.Dense(32, "sigmoid", input_dim=16), nnfun.Dense(3, "softmax")])
+model.compile(loss="categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
+keras = model.fit(x, y, batch_size=16, epochs=4, mesh=mesh, key=jax.random.key(3))
+out["keras_loss"] = keras["loss"]
+print("RESULT" + json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def sharded():
+    env = {
+        **os.environ,
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+        "JAX_PLATFORMS": "cpu",
+        "PYTHONPATH": str(ROOT),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", SHARDED], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = [s for s in proc.stdout.splitlines() if s.startswith("RESULT")][-1]
+    return json.loads(line[len("RESULT") :])
+
+
+def test_sharded_fit_matches_single_device(sharded):
+    assert sharded["mesh"] == 8
+    assert len(sharded["loss_shard"]) == 4
+    np.testing.assert_allclose(sharded["loss_shard"], sharded["loss_solo"], rtol=0, atol=1e-5)
+    assert sharded["param_diff"] < 1e-5
+    assert sharded["loss_shard"][-1] < sharded["loss_shard"][0]
+    # 203 samples at batch 16: 12 full steps plus the 11-sample remainder, every epoch.
+    assert sharded["steps"] == 4 * 13
+    assert sharded["param_devices"] == 8 and sharded["replicated"]
+    assert sharded["all_reduce"]
+
+
+def test_batch_size_that_does_not_split_names_a_valid_one(sharded):
+    error = sharded["error"]
+    assert error is not None
+    assert "batch_size" in error and "8 devices" in error and "8 or 16" in error
+
+
+def test_many_models_compose_with_sharding(sharded):
+    solo, shard = np.array(sharded["many_solo"]), np.array(sharded["many_shard"])
+    assert solo.shape == shard.shape == (3, 3)
+    np.testing.assert_allclose(shard, solo, rtol=0, atol=1e-5)
+    assert sharded["many_steps"] == [3 * 13] * 3
+
+
+def test_keras_face_takes_the_mesh(sharded):
+    np.testing.assert_allclose(sharded["keras_loss"], sharded["loss_solo"], rtol=0, atol=1e-5)
+
+
+RNG = np.random.default_rng(1)
+X = RNG.normal(size=(256, 20)).astype(np.float32)
+Y = (X[:, :4].sum(1) > 0).astype(np.int32) + 2 * (X[:, 4] > 0).astype(np.int32)
+
+
+@pytest.mark.parametrize("grad", ["autodiff", "manual"])
+def test_bfloat16_compute_trains_and_keeps_float32_params(grad):
+    net = nnfun.Sequential([nnfun.Dense(64, "tanh", input_dim=20), nnfun.Dense(4, "softmax")])
+    cfg = nnfun.Config.make("categorical_crossentropy", compute_dtype="bfloat16", grad=grad)
+    state, hist = train.fit(net, X, Y, config=cfg, key=jax.random.key(0), epochs=6, batch_size=32)
+    assert hist["loss"][-1] < 0.8 * hist["loss"][0]
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(state.params))
+    moments = jax.tree.leaves(state.opt_state.inner_state)
+    assert moments and all(leaf.dtype == jnp.float32 for leaf in moments if leaf.ndim)
+    # The same run in float32 lands close by: bf16 only rounds the matmul inputs.
+    ref, ref_hist = train.fit(
+        net, X, Y, config=cfg._replace(compute_dtype=None), key=jax.random.key(0), epochs=6,
+        batch_size=32,
+    )  # fmt: skip
+    assert abs(hist["loss"][-1] - ref_hist["loss"][-1]) < 0.05
+    assert hist["loss"] != ref_hist["loss"]  # it really ran in bfloat16
+
+
+def test_bfloat16_manual_gradient_matches_autodiff():
+    net = nnfun.Sequential([nnfun.Dense(32, "sigmoid", input_dim=20), nnfun.Dense(4, "softmax")])
+    params = net.init(jax.random.key(2))
+    kw = dict(loss="categorical_crossentropy", compute_dtype="bfloat16")
+    # Under jit, as in training (eager validation refuses bfloat16 inputs).
+    manual_fn = jax.jit(lambda p: net.value_and_manual_grad(p, X, Y, **kw))
+    (value, aux), manual = manual_fn(params)
+    auto_fn = jax.jit(lambda p: jax.value_and_grad(net.objective, has_aux=True)(p, X, Y, **kw))
+    (_, _), auto = auto_fn(params)
+    assert value.dtype == aux.output.dtype == jnp.float32
+    for m, a in zip(jax.tree.leaves(manual), jax.tree.leaves(auto), strict=True):
+        assert m.dtype == jnp.float32
+        assert float(jnp.max(jnp.abs(m - a)) / jnp.max(jnp.abs(a))) < 2e-2
+
+
+def test_precision_and_dtype_options_are_checked():
+    cfg = nnfun.Config.make("mse", precision="highest", compute_dtype=jnp.bfloat16)
+    assert cfg.precision == "highest" and cfg.compute_dtype == "bfloat16"
+    with pytest.raises(ValueError, match="precision"):
+        nnfun.Config.make("mse", precision="fast")
+    with pytest.raises(ValueError, match="compute_dtype"):
+        nnfun.Config.make("mse", compute_dtype="int8")
+    net = nnfun.Sequential([nnfun.Dense(4, "softmax", input_dim=20)])
+    cfg = nnfun.Config.make("categorical_crossentropy", precision="highest")
+    _, hist = train.fit(net, X, Y, config=cfg, key=jax.random.key(0), epochs=2, batch_size=64)
+    _, ref = train.fit(
+        net, X, Y, config=cfg._replace(precision=None), key=jax.random.key(0), epochs=2,
+        batch_size=64,
+    )  # fmt: skip
+    np.testing.assert_allclose(hist["loss"], ref["loss"], rtol=1e-5)  # float32 on CPU already
+
+
+def test_benchmark_quick_smoke(tmp_path):
+    out = tmp_path / "bench.json"
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / "benchmarks" / "run.py"), "--quick",
+         "--out", str(out)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    w1 = result["workloads"]["1"]["variants"]
+    for name in ("nnfun fit (autodiff)", "nnfun fit (manual)", "jax jit per step", "jax scan"):
+        assert w1[name]["steps_per_s"] > 0
+    for name, row in w1.items():
+        assert row.get("skipped") or row["steps_per_s"] > 0, name
+    # Every variant trains the same network: the losses after the timed epochs agree roughly.
+    losses = [row["final_loss"] for row in w1.values() if not row.get("skipped")]
+    assert max(losses) - min(losses) < 0.5
+    assert result["workloads"]["3"]["vmap_over_sequential"] > 1
+    assert "steps/s" in proc.stdout
