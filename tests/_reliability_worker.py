@@ -5,6 +5,7 @@ MODE ``checkpoint``: fit with a checkpoint every epoch into the folder OUT and S
 process at the KILL_AT-th line executed inside ``nnfun.checkpoint`` during the second save.
 """
 
+import functools
 import os
 import signal
 import sys
@@ -19,6 +20,7 @@ from nnfun.layers import BatchNorm, Dense, Dropout
 EPOCHS = 4
 
 
+@functools.cache  # one network object, so the compiled epoch is reused within a process
 def problem():
     """A tiny fixed problem with every source of randomness: init, shuffling, dropout."""
     rng = np.random.default_rng(7)

@@ -3,7 +3,11 @@ the last finite state, extreme values stay finite, Ctrl-C and SIGKILL lose no fi
 broken data files are named."""
 
 import gzip
+import importlib.util
 import os
+import signal
+import subprocess
+import sys
 import traceback
 from pathlib import Path
 
@@ -622,3 +626,62 @@ def test_missing_and_corrupt_data_files_are_named(tmp_path):
 
 # ---- SIGKILL while saving a checkpoint --------------------------------------------------
 WORKER = Path(__file__).with_name("_reliability_worker.py")
+
+
+def _load_worker():
+    spec = importlib.util.spec_from_file_location("_reliability_worker", WORKER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _lines_in_one_save(checkpoint, directory, state, history) -> int:
+    """Lines executed inside nnfun/checkpoint.py by one save (the kill points to choose from)."""
+    target, count = os.path.abspath(checkpoint.__file__), [0]
+
+    def tracer(frame, event, arg):
+        if os.path.abspath(frame.f_code.co_filename) != target:
+            return None
+        count[0] += event == "line"
+        return tracer
+
+    sys.settrace(tracer)
+    try:
+        checkpoint.save(directory, int(state.epoch), state, metadata=history, keep=2)
+    finally:
+        sys.settrace(None)
+    return count[0]
+
+
+def test_sigkill_while_saving_keeps_the_last_checkpoint_and_resume_is_bit_identical(tmp_path):
+    checkpoint = pytest.importorskip("nnfun.checkpoint")
+    worker = _load_worker()
+    reference, ref_hist = worker.fit()  # uninterrupted, no checkpoints
+    one_epoch, one_hist = worker.fit(epochs=1)
+    lines = _lines_in_one_save(checkpoint, tmp_path / "probe", one_epoch, one_hist)
+    assert lines > 3
+    kill_points = sorted({lines // 2, lines - 1})  # partial files; all written, not committed
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    runs = {
+        k: subprocess.Popen(
+            [sys.executable, str(WORKER), "checkpoint", str(tmp_path / f"kill{k}"), str(k)],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        for k in kill_points
+    }  # fmt: skip
+    for k, run in runs.items():
+        log, _ = run.communicate(timeout=300)
+        assert run.returncode == -signal.SIGKILL, f"kill at line {k}: rc {run.returncode}\n{log}"
+        directory = tmp_path / f"kill{k}"
+        # Killed inside the second save: the first checkpoint (epoch 1) is intact, or the
+        # second is complete if the kill came after it was committed; never a broken one.
+        step = checkpoint.latest_step(directory)
+        assert step in (1, 2), (k, step)
+        restored, history = checkpoint.restore(directory, like=one_epoch)
+        assert int(restored.epoch) == step and len(history["loss"]) == step
+        assert history["loss"] == ref_hist["loss"][:step]
+        # Resuming from it reproduces the uninterrupted run bit for bit.
+        resumed, hist = worker.fit(checkpoint_dir=directory, checkpoint_every=1)
+        assert_identical(resumed, reference)
+        assert hist["loss"] == ref_hist["loss"] and hist["accuracy"] == ref_hist["accuracy"]
+        assert checkpoint.latest_step(directory) == worker.EPOCHS
