@@ -41,6 +41,9 @@ INITS = {  # label -> initializer name in nnfun.initializers
 ACTIVATION = "tanh"
 SYMMETRY_ACTIVATION = "sigmoid"  # the zero-init run whose weights move yet stay symmetric
 HIDDEN = (32, 32)
+# Units that are equal in exact arithmetic may differ by rounding: a (vmapped) matmul need not
+# sum every output column in the same order. Random inits differ by O(1) relative to max|W|.
+SYMMETRY_TOLERANCE = 1e-4
 SATURATED = 5.0  # |z| above which tanh'(z) < 2e-4 (sigmoid'(z) < 7e-3)
 LOSS = "categorical_crossentropy"
 LEARNING_RATE = 0.01  # Adam
@@ -103,6 +106,7 @@ def run(split, inits: dict, activation: str, seeds: int, epochs: int) -> dict:
             jnp.max(jnp.abs(w1 - w1[:, :1])),  # largest difference between hidden units
             jnp.max(jnp.abs(w2 - w2[:, :1])),
             jnp.max(jnp.abs(w1)),
+            jnp.max(jnp.abs(w2)),
         )
 
     loss0, saturated = jax.jit(jax.vmap(at_init))(states.params)
@@ -110,7 +114,10 @@ def run(split, inits: dict, activation: str, seeds: int, epochs: int) -> dict:
         net, x, y, states, config=config, epochs=epochs, batch_size=BATCH_SIZE
     )
     values = jax.jit(jax.vmap(after))(states.params)
-    names = ("train_accuracy", "test_accuracy", "w1_column_spread", "w2_column_spread", "w1_max")
+    names = (
+        "train_accuracy", "test_accuracy", "w1_column_spread", "w2_column_spread", "w1_max",
+        "w2_max",
+    )  # fmt: skip
     shape = (len(inits), seeds)
     result = {n: np.asarray(v).reshape(shape) for n, v in zip(names, values, strict=True)}
     result["initial_loss"] = np.asarray(loss0).reshape(shape)
@@ -161,8 +168,10 @@ def main(argv=None) -> bool:
         zero, sym = t["zeros"], t[f"zeros ({SYMMETRY_ACTIVATION})"]
         checks |= {
             f"{name}: zero init keeps every hidden unit identical ({ACTIVATION} and "
-            f"{SYMMETRY_ACTIVATION})": all(
-                r[k] == 0.0 for r in (zero, sym) for k in ("w1_column_spread", "w2_column_spread")
+            f"{SYMMETRY_ACTIVATION}, to float32 rounding)": all(
+                r[f"w{i}_column_spread"] <= SYMMETRY_TOLERANCE * r[f"w{i}_max"]
+                for r in (zero, sym)
+                for i in (1, 2)
             ),
             f"{name}: {SYMMETRY_ACTIVATION} zero init: W1 moved away from 0 yet stayed "
             "symmetric": sym["w1_max"] > 0,
