@@ -238,8 +238,10 @@ def check_params(net, params, name: str = "params", *, stacked: bool = False) ->
                 )
             got = tuple(leaf.shape[1:] if stacked else leaf.shape)
             if got != tuple(shape):
+                want = f"(models, {', '.join(map(str, shape))})" if stacked else tuple(shape)
+                hint = " (a stack of models from train.init_many or train.stack)" * stacked
                 raise ValueError(
-                    f"{name}[{i}]['{key}'] ({net.layers[i]}): expected shape {tuple(shape)}, "
+                    f"{name}[{i}]['{key}'] ({net.layers[i]}): expected shape {want}{hint}, "
                     f"got {tuple(leaf.shape)}"
                 )
             if not jnp.issubdtype(leaf.dtype, jnp.floating):

@@ -269,7 +269,7 @@ CASES = [
         "fit_many unstacked states",
         lambda: train.fit_many(NET, X, Y, STATE, config=CFG),
         ValueError,
-        ["state.params[0]['W']", "(4, 8)", "(4, 8)"],
+        ["state.params[0]['W']", "(models, 4, 8)", "init_many", "got (4, 8)"],
     ),
     # names
     (
