@@ -469,6 +469,13 @@ def test_case_table_covers_the_issue_list():
         assert topic in ids, topic
 
 
+def test_readme_troubleshooting_lists_every_case():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Troubleshooting") :]
+    missing = [c[0] for c in CASES if f"| {c[0]} |" not in section]
+    assert not missing, f"add these cases to the README's troubleshooting table: {missing}"
+
+
 def test_valid_binary_integer_labels_are_the_targets_themselves():
     """One sigmoid unit, int labels 0/1: label 1 means target 1 (not one_hot(1, 1) = 0)."""
     pred = jnp.array([[0.9], [0.2]])
