@@ -45,8 +45,9 @@ def _sigmoid(z: Array) -> Array:
 
 
 def _softplus(z: Array) -> Array:
-    # log(1 + e^z) = max(z, 0) + log(1 + e^-|z|), finite for any z.
-    return jnp.maximum(z, 0) + jnp.log1p(jnp.exp(-jnp.abs(z)))
+    # log(1 + e^z) as logaddexp(z, 0): finite for any z, and its autodiff derivative is
+    # sigmoid(z) everywhere (max(z, 0) + log1p(e^-|z|) gives jax.grad 0 at z = 0, not 1/2).
+    return jnp.logaddexp(z, 0.0)
 
 
 def _softmax(z: Array) -> Array:
@@ -84,7 +85,9 @@ def elu(alpha: float = 1.0) -> Activation:
     """g(z) = z for z > 0 else alpha(e^z - 1); g' = 1 or g(z) + alpha."""
     return elementwise(
         "elu",
-        lambda z: jnp.where(z > 0, z, alpha * jnp.expm1(jnp.minimum(z, 0))),
+        # The inner where (not minimum, whose derivative at a tie is 1/2) keeps jax.grad at
+        # z = 0 equal to the convention below, and expm1 of huge z out of the unused branch.
+        lambda z: jnp.where(z > 0, z, alpha * jnp.expm1(jnp.where(z > 0, 0, z))),
         lambda z, a: jnp.where(z > 0, 1.0, a + alpha).astype(z.dtype),
         kink="z = 0 when alpha != 1: derivative taken as alpha (the left side)",
     )

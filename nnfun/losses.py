@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from nnfun import validation
-from nnfun.activations import _sigmoid, _softmax
+from nnfun.activations import _sigmoid, _softmax, _softplus
 
 Array = jax.Array
 
@@ -96,9 +96,10 @@ half_squared_error = Loss(
 )
 binary_crossentropy = Loss("binary_crossentropy", _bce, _bce_grad)
 binary_crossentropy_from_logits = Loss(
-    # -[y log s(z) + (1-y) log(1-s(z))] = max(z,0) - z y + log(1 + e^-|z|); d/dz = s(z) - y.
+    # -[y log s(z) + (1-y) log(1-s(z))] = softplus(z) - z y; d/dz = s(z) - y. softplus as
+    # logaddexp keeps jax.grad right at z = 0 too (a zero-initialised output layer).
     "binary_crossentropy_from_logits",
-    lambda z, y: _sum(jnp.maximum(z, 0) - z * y + jnp.log1p(jnp.exp(-jnp.abs(z)))),
+    lambda z, y: _sum(_softplus(z) - z * y),
     lambda z, y: _sigmoid(z) - y,
 )
 categorical_crossentropy = Loss("categorical_crossentropy", _cce, _cce_grad)
