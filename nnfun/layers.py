@@ -50,6 +50,17 @@ def _features(layer: Any, in_shape: tuple[int, ...]) -> int:
     return in_shape[0]
 
 
+def _check_x(layer: Any, x: Array, features: int, *, flat: bool = True) -> None:
+    """Raises ValueError naming ``layer`` when ``x`` does not match its parameters' shape.
+
+    Shapes are static, so the check also runs (once, while tracing) under jit and vmap.
+    """
+    shape = tuple(x.shape)
+    if (len(shape) != 2 if flat else len(shape) < 2) or shape[-1] != features:
+        want = f"(batch, {features})" if flat else f"(batch, ..., {features})"
+        raise ValueError(f"x: {layer} expected shape {want}, got {shape}")
+
+
 def _check_inits(layer: Any) -> None:
     for name in ("kernel_init", "bias_init"):
         try:
@@ -96,6 +107,7 @@ class Dense(Layer):
         return (self.units,)
 
     def forward(self, params, state, x, key=None, train=False):
+        _check_x(self, x, params["W"].shape[0])
         z = x @ params["W"] + params["b"]
         a = self.act.fn(z)
         return a, state, (x, z, a)
@@ -149,6 +161,7 @@ class Maxout(Layer):
         return (self.units,)
 
     def forward(self, params, state, x, key=None, train=False):
+        _check_x(self, x, params["W"].shape[0])
         z = jnp.einsum("ni,iuk->nuk", x, params["W"]) + params["b"]
         winner = jnp.argmax(z, axis=-1)
         # take_along_axis (not max) so that autodiff also sends the gradient to one winner.
@@ -178,6 +191,7 @@ class PReLU(Layer):
         return {"slope": jnp.full((in_shape[-1],), self.slope_init, dtype)}
 
     def forward(self, params, state, x, key=None, train=False):
+        _check_x(self, x, params["slope"].shape[0], flat=False)
         return jnp.where(x > 0, x, params["slope"] * x), state, x
 
     def backward(self, params, cache, dy):
@@ -283,6 +297,7 @@ class BatchNorm(Layer):
         return {"mean": jnp.zeros((c,), dtype), "var": jnp.ones((c,), dtype)}
 
     def forward(self, params, state, x, key=None, train=False):
+        _check_x(self, x, params["gamma"].shape[0], flat=False)
         axes = tuple(range(x.ndim - 1))
         if train:
             count = math.prod(x.shape[:-1])

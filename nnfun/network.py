@@ -68,7 +68,14 @@ class Sequential:
     def shapes(self) -> list[tuple[int, ...]]:
         """Per-sample shapes at every layer boundary: [input, after layer 0, ...]."""
         shapes = [self.input_shape]
-        for layer in self.layers:
+        for i, layer in enumerate(self.layers):
+            # A declared input_dim that disagrees would otherwise be silently ignored.
+            if layer.input_dim is not None and shapes[-1] != (layer.input_dim,):
+                source = "the network's input_shape" if i == 0 else f"layer {i - 1}"
+                raise ValueError(
+                    f"input_dim: layer {i} ({layer}) declares input_dim={layer.input_dim}, "
+                    f"but receives per-sample shape {shapes[-1]} from {source}"
+                )
             shapes.append(layer.output_shape(shapes[-1]))
         return shapes
 
