@@ -130,8 +130,11 @@ class Sequential:
     def forward(self, params, x, *, state=None, key=None, train=False):
         """Runs every layer, keeping caches: ``(y, new_state, caches)``."""
         if validation.is_concrete(params, x):  # tracers pass untouched; their shapes are checked
-            x = validation.check_x(self, x, nonempty=False)
-            validation.check_params(self, params)
+            # Concrete params and x may still be constants closed over inside a jit trace,
+            # where the value checks would otherwise produce tracers; evaluate them now.
+            with jax.ensure_compile_time_eval():
+                x = validation.check_x(self, x, nonempty=False)
+                validation.check_params(self, params)
         self._check_input(x)
         if state is None:
             state = self.init_state(x.dtype)
