@@ -1,0 +1,312 @@
+"""Sequential: the notes' 2-2-1 network against NumPy, and the manual backward pass against
+jax.grad in float64 for depths 1-5 x every hidden activation x output/loss pairing, under
+jit and vmap, with every layer kind, penalties, weights and zero initialisation."""
+
+import jax
+import jax.flatten_util
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import nnfun
+from nnfun import activations, gradcheck
+from nnfun.layers import BatchNorm, Dense, Dropout, Maxout, PReLU, RReLU
+
+TOL = 1e-9
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    with jax.enable_x64(True):
+        yield
+
+
+def sigmoid(u):
+    return 1 / (1 + np.exp(-u))
+
+
+def test_notes_2_2_1_network_against_numpy():
+    """The notes' regression network: 2 inputs, 2 sigmoid units, 1 identity output.
+
+    The notes compute u = np.dot(x, w) + b with w of shape (in, out): already nnfun's
+    row-major z = x @ W + b, so their weights go in as they are.
+    """
+    w_im, b_im = np.array([[4.0, 4.0], [4.0, 4.0]]), np.array([3.0, -3.0])
+    w_mo, b_mo = np.array([[1.0], [1.0]]), np.array([0.1])
+    net = nnfun.Sequential([Dense(2, "sigmoid", input_dim=2), Dense(1)])
+    params = net.init(jax.random.key(0), jnp.float64)
+    assert [p["W"].shape for p in params] == [(2, 2), (2, 1)]
+    params = [
+        {"W": jnp.asarray(w_im), "b": jnp.asarray(b_im)},
+        {"W": jnp.asarray(w_mo), "b": jnp.asarray(b_mo)},
+    ]
+    x = np.array([[1.0, 0.5], [0.0, 0.0], [-1.0, 2.0], [-0.75, -0.25], [3.0, -3.0]])
+    expected = sigmoid(x @ w_im + b_im) @ w_mo + b_mo  # the notes' forward pass in NumPy
+    out = net.apply(params, jnp.asarray(x))
+    assert out.shape == (5, 1) and out.dtype == jnp.float64
+    np.testing.assert_allclose(out, expected, rtol=1e-15)
+    # By hand for x = (0, 0): sigma(3) + sigma(-3) + 0.1 = 1.1 exactly.
+    np.testing.assert_allclose(out[1, 0], 1.1, rtol=1e-15)
+    np.testing.assert_allclose(out[0, 0], sigmoid(9.0) + sigmoid(3.0) + 0.1, rtol=1e-15)
+
+
+# ---- the depth x activation x output/loss matrix ----------------------------------------
+HIDDEN = {
+    **{n: a for n, a in activations.ACTIVATIONS.items() if n != "linear"},
+    "leaky_relu(0.2)": activations.leaky_relu(0.2),
+    "elu(0.5)": activations.elu(0.5),
+}
+# (output activation, loss, output units): the two fused pairs, then non-fused ones.
+OUTPUTS = [
+    ("sigmoid", "binary_crossentropy", 3),
+    ("softmax", "categorical_crossentropy", 3),
+    ("identity", "mse", 3),
+    ("sigmoid", "mse", 3),
+    ("tanh", "half_squared_error", 3),
+]
+M, WIDTH = 5, 4  # batch and every hidden width: few distinct shapes, so few compilations
+# (one-unit sigmoid + BCE with integer labels: test_sample_weights and the zero-init test)
+
+
+def random_params(sizes, seed):
+    """W ~ N(0, 1/fan_in) and biases N(0, 0.5^2): biases away from 0 keep exact kinks away."""
+    rng = np.random.default_rng(seed)
+    return [
+        {
+            "W": jnp.asarray(rng.normal(size=(i, o)) / np.sqrt(i)),
+            "b": jnp.asarray(rng.normal(size=(o,)) * 0.5),
+        }
+        for i, o in zip(sizes[:-1], sizes[1:], strict=True)
+    ]
+
+
+def targets(loss, units, seed):
+    rng = np.random.default_rng(seed)
+    if loss == "categorical_crossentropy":
+        return jnp.asarray(rng.integers(0, units, M))
+    if loss == "binary_crossentropy":
+        return jnp.asarray(rng.integers(0, 2, M if units == 1 else (M, units)))
+    return jnp.asarray(rng.uniform(-1, 1, (M, units)))
+
+
+def hidden_stacks(depth, shift):
+    """Activation lists for the depth - 1 hidden layers of depth-``depth`` networks such that
+    every hidden activation appears (in a rotating position, next to changing neighbours)."""
+    names, h = list(HIDDEN), depth - 1
+    if h == 0:
+        return [[]]
+    count = -(-len(names) // h)
+    return [[names[(j * h + i + shift) % len(names)] for i in range(h)] for j in range(count)]
+
+
+def relative_errors(manual, auto):
+    """Per leaf max|manual - auto| / max|auto|, computed in NumPy (no dispatch per leaf)."""
+    manual, auto = jax.device_get((manual, auto))
+    return [
+        float(np.max(np.abs(m - a)) / np.max(np.abs(a)))
+        for m, a in zip(jax.tree.leaves(manual), jax.tree.leaves(auto), strict=True)
+    ]
+
+
+def test_manual_gradients_match_jax_grad_for_every_depth_activation_and_loss():
+    """Depths 1-5 x every hidden activation x every output/loss pairing, in float64.
+
+    Op by op rather than one jit per network: every network here has the same few shapes,
+    so after the first few networks no operation compiles again.
+    """
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(M, WIDTH)) * 1.5)
+    worst, where, seen = 0.0, None, set()
+    for depth in range(1, 6):
+        for o, (out_act, loss, k) in enumerate(OUTPUTS):
+            for stack in hidden_stacks(depth, shift=5 * o):
+                seed = len(seen)
+                net = nnfun.Sequential(
+                    [*(Dense(WIDTH, HIDDEN[a]) for a in stack), Dense(k, out_act)],
+                    input_shape=WIDTH,
+                )
+                params = random_params([WIDTH] * depth + [k], seed)
+                y = targets(loss, k, seed)
+                manual = net.manual_grad(params, x, y, loss=loss)
+                auto = jax.grad(net.loss)(params, x, y, loss=loss)
+                for leaf, err in enumerate(relative_errors(manual, auto)):
+                    label = (depth, stack, out_act, loss, f"[{leaf // 2}]['{'Wb'[leaf % 2]}']")
+                    assert err < TOL, (label, err)
+                    if err > worst:
+                        worst, where = err, label
+                seen.update((depth, a, out_act, loss) for a in stack or ["-"])
+    expected = {(1, "-", o, loss) for o, loss, _ in OUTPUTS}
+    expected |= {(d, a, o, loss) for d in range(2, 6) for a in HIDDEN for o, loss, _ in OUTPUTS}
+    assert seen == expected
+    print(f"{len(expected)} (depth, activation, output, loss) combinations; worst per-leaf")
+    print(f"relative error {worst:.2e} at {where}")
+
+
+# ---- jit and vmap, every layer kind, penalties, weights ---------------------------------
+def manual_and_auto(net, params, x, y, **kw):
+    """(manual_grad, jax.grad) of net.loss in one compiled program (faster than op by op)."""
+
+    @jax.jit
+    def both(params, x, y):
+        return net.manual_grad(params, x, y, **kw), jax.grad(net.loss)(params, x, y, **kw)
+
+    return both(params, x, y)
+
+
+def test_manual_grad_under_jit_and_vmap_over_parameter_sets_and_keys():
+    net = nnfun.Sequential(
+        [
+            Dense(5, "tanh", input_dim=4),
+            Dropout(0.4),
+            Dense(4, "relu"),
+            RReLU(),
+            Dense(3, "softmax"),
+        ]
+    )
+    x = jnp.asarray(np.random.default_rng(1).normal(size=(6, 4)))
+    y = jnp.asarray([0, 1, 2, 1, 0, 2])
+    sets = [random_params([4, 5, 4, 3], seed) for seed in range(3)]
+    for params in sets:  # Dropout and RReLU have no parameters
+        params.insert(1, {})
+        params.insert(3, {})
+    stacked = jax.tree.map(lambda *a: jnp.stack(a), *sets)
+    keys = jax.random.split(jax.random.key(1), 4)
+    kw = {"loss": "categorical_crossentropy", "train": True}
+
+    @jax.jit
+    def everything(stacked, keys):
+        # vmap over parameter sets (one key) ...
+        manual_p = jax.vmap(lambda p: net.manual_grad(p, x, y, key=keys[0], **kw))(stacked)
+        grad = jax.grad(lambda p, k: net.loss(p, x, y, key=k, **kw))
+        auto_p = jax.vmap(grad, (0, None))(stacked, keys[0])
+        # ... and over keys (one parameter set): each key its own masks and slopes.
+        params = jax.tree.map(lambda a: a[0], stacked)
+        manual_k = jax.vmap(lambda k: net.manual_grad(params, x, y, key=k, **kw))(keys)
+        auto_k = jax.vmap(grad, (None, 0))(params, keys)
+        single = net.manual_grad(jax.tree.map(lambda a: a[2], stacked), x, y, key=keys[0], **kw)
+        return (manual_p, auto_p), (manual_k, auto_k), single
+
+    (manual_p, auto_p), (manual_k, auto_k), single = everything(stacked, keys)
+    for manual, auto in ((manual_p, auto_p), (manual_k, auto_k)):
+        report = gradcheck.compare(manual, auto, tol=TOL)
+        assert report.ok, str(report)
+    # The vmapped slice is the unbatched gradient; different keys give different gradients.
+    assert gradcheck.compare(jax.tree.map(lambda a: a[2], manual_p), single, tol=1e-13).ok
+    assert not np.allclose(manual_k[0]["W"][0], manual_k[0]["W"][1])
+
+
+def test_every_layer_kind_in_one_network():
+    net = nnfun.Sequential(
+        [
+            Dense(6, "elu", input_dim=4),
+            BatchNorm(momentum=0.8),
+            PReLU(),
+            Dropout(0.25),
+            Maxout(4, pieces=3),
+            RReLU(),
+            Dense(3, "softmax"),
+        ]
+    )
+    params = net.init(jax.random.key(2), jnp.float64)
+    params[2]["slope"] = jnp.asarray(np.random.default_rng(0).uniform(0.1, 0.4, 6))
+    x = jnp.asarray(np.random.default_rng(2).normal(size=(8, 4)))
+    y = jnp.asarray([0, 1, 2, 0, 1, 2, 0, 1])
+    state = net.init_state(jnp.float64)
+    kw = {"loss": "categorical_crossentropy", "state": state, "key": jax.random.key(3)}
+
+    @jax.jit
+    def both_modes(params):
+        out = {}
+        for train in (True, False):
+            manual = net.manual_grad(params, x, y, train=train, **kw)
+            out[train] = manual, jax.grad(net.loss)(params, x, y, train=train, **kw)
+        return out, net.objective(params, x, y, train=True, **kw)[1].state
+
+    results, new_state = both_modes(params)
+    for manual, auto in results.values():
+        report = gradcheck.compare(manual, auto, tol=TOL)
+        assert report.ok, str(report)
+        paths = [leaf.path for leaf in report.leaves]
+        assert paths[:3] == ["[0]['W']", "[0]['b']", "[1]['beta']"] and "[2]['slope']" in paths
+    # The new BatchNorm statistics are returned; the state passed in is untouched.
+    assert not np.allclose(new_state[1]["mean"], 0.0)
+    np.testing.assert_array_equal(state[1]["mean"], 0.0)
+
+
+def test_l1_l2_penalties_reach_weights_not_biases():
+    net = nnfun.Sequential(
+        [Dense(5, "tanh", input_dim=3), BatchNorm(), Maxout(3), Dense(2, "sigmoid")]
+    )
+    params = net.init(jax.random.key(4), jnp.float64)
+    x = jnp.asarray(np.random.default_rng(4).normal(size=(7, 3)))
+    y = jnp.asarray(np.random.default_rng(5).integers(0, 2, (7, 2)), jnp.float64)
+    l1, l2 = 0.01, 0.1
+    kw = {"loss": "binary_crossentropy", "train": True}
+
+    @jax.jit
+    def grads(params):
+        plain = net.manual_grad(params, x, y, **kw)
+        both = net.manual_grad(params, x, y, l1=l1, l2=l2, **kw)
+        auto = jax.grad(net.loss)(params, x, y, l1=l1, l2=l2, **kw)
+        return plain, both, auto, net.penalty(params, l1=l1, l2=l2)
+
+    plain, both, auto, penalty = grads(params)
+    report = gradcheck.compare(both, auto, tol=TOL)
+    assert report.ok, str(report)
+    for i, (p, g0, g) in enumerate(zip(params, plain, both, strict=True)):
+        for name in p:
+            extra = np.asarray(g[name] - g0[name])
+            if name == "W":  # Dense and Maxout weights: d/dW (l2/2 W^2 + l1 |W|)
+                expected = l2 * np.asarray(p["W"]) + l1 * np.sign(np.asarray(p["W"]))
+                np.testing.assert_allclose(extra, expected, rtol=1e-12, err_msg=str(i))
+            else:  # biases, gamma, beta
+                np.testing.assert_array_equal(extra, 0.0, err_msg=f"{i} {name}")
+    weights = [np.asarray(p["W"]) for p in params if "W" in p]
+    expected = sum(0.5 * l2 * np.sum(w**2) + l1 * np.sum(np.abs(w)) for w in weights)
+    np.testing.assert_allclose(penalty, expected, rtol=1e-14)
+
+
+def test_sample_weights():
+    net = nnfun.Sequential([Dense(4, "softplus", input_dim=3), Dense(1, "sigmoid")])
+    params = net.init(jax.random.key(5), jnp.float64)
+    x = jnp.asarray(np.random.default_rng(6).normal(size=(6, 3)))
+    y = jnp.asarray([0, 1, 1, 0, 1, 0])
+    w = jnp.asarray([1.0, 2.0, 0.0, 0.5, 1.0, 1.0])
+    manual, auto = manual_and_auto(net, params, x, y, loss="binary_crossentropy", sample_weight=w)
+    assert gradcheck.compare(manual, auto, tol=TOL).ok
+    # Weight 0 removes a sample exactly.
+    keep = np.asarray(w) > 0
+    without, _ = manual_and_auto(
+        net, params, x[keep], y[keep], loss="binary_crossentropy", sample_weight=w[keep]
+    )
+    assert gradcheck.compare(manual, without, tol=1e-13).ok
+
+
+def test_zero_initialisation_autodiff_and_manual_agree_at_exactly_zero():
+    """All-zero weights and biases put every pre-activation at exactly 0, where softplus' =
+    1/2, ELU' = 1 and the fused output gradient is (1/2 - y)/m; jax.grad must agree there."""
+    x = jnp.asarray(np.random.default_rng(7).normal(size=(6, 3)))
+    y = jnp.asarray([0, 1, 1, 0, 1, 1])
+    hidden = ("softplus", "elu", "tanh", "sigmoid", "swish", "gelu")
+    nets = [
+        nnfun.Sequential(
+            [
+                Dense(3, h, input_dim=3, kernel_init="zeros"),
+                Dense(1, "sigmoid", kernel_init="zeros"),
+            ]
+        )
+        for h in hidden
+    ]
+    params = nets[0].init(jax.random.key(0), jnp.float64)
+    np.testing.assert_array_equal(jax.flatten_util.ravel_pytree(params)[0], 0.0)
+
+    @jax.jit
+    def all_nets(params):
+        kw = {"loss": "binary_crossentropy"}
+        return [
+            (n.manual_grad(params, x, y, **kw), jax.grad(n.loss)(params, x, y, **kw)) for n in nets
+        ]
+
+    for name, (manual, auto) in zip(hidden, all_nets(params), strict=True):
+        report = gradcheck.compare(manual, auto, tol=TOL)
+        assert report.ok, (name, str(report))
+        np.testing.assert_allclose(manual[1]["b"], [np.mean(0.5 - np.asarray(y))], rtol=1e-15)
