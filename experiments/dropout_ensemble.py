@@ -1,0 +1,278 @@
+"""Is dropout's test-time weight scaling the average of the thinned networks it trained?
+
+Question: a 64-256-10 ReLU/softmax network trained on the digits with dropout (rate 0.2 on
+the inputs, 0.5 on the hidden units), in the inverted form (kept units scaled by
+1/(1 - rate) in training, nothing done at test time) and in the notes' classic form (no
+scaling in training, weights times the keep probability 1 - rate at test time). At test
+time, how close is the single weight-scaled network to the ensemble it stands for: the
+average of the predictions of many (1000) networks thinned by sampled dropout masks, as the
+arithmetic mean of their probabilities and as the normalised geometric mean?
+
+Expected answer (notes 001 and 003): dropout trains an exponential number (2^N) of thinned
+networks that share weights, a cheap form of bagging, and at test time the notes drop no
+unit but multiply the weights by the keep probability, so that each unit's expected input
+is what it was in training. For a single linear layer after dropout this is exact:
+E[sum_i m_i w_i x_i / keep] = sum_i w_i x_i (inverted) and E[sum_i m_i w_i x_i] =
+keep sum_i w_i x_i (classic), so the mask-average equals the weight-scaled output up to
+Monte-Carlo error. Through ReLU and softmax it is only an approximation, but a close one:
+the weight-scaled network predicts the same class as the ensemble for almost every digit
+(>= 97%), its probabilities are within a few hundredths, and its accuracy is the ensemble's.
+It is a little more confident than the arithmetic mean of the thinned networks'
+probabilities and much closer to their normalised geometric mean, softmax(mean logits),
+which for a single softmax layer after dropout it would equal exactly.
+
+Both networks of a seed start from the same weights. The Monte-Carlo error is measured, not
+assumed: for the linear layer |mask-average - weight-scaled| is compared with the standard
+error std / sqrt(masks) of each logit (pure noise gives a mean ratio of sqrt(2/pi) = 0.80);
+the same ratio for the whole network's logits shows how far the ReLU moves it beyond noise.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import nnfun
+from experiments import common
+from nnfun import data, plotting
+
+NAME = "dropout_ensemble"
+FORMS = {"inverted": True, "classic": False}  # label -> Dropout(scaled=...)
+RATES = (0.2, 0.5)  # on the inputs, on the hidden units
+HIDDEN = 256
+LOSS = "categorical_crossentropy"
+LEARNING_RATE = 0.001  # Adam
+N_TRAIN = 1400  # of the 1437 training digits: a multiple of the batch size
+BATCH_SIZE = 50
+EPOCHS = 40
+QUICK_EPOCHS = 10
+MASKS = 1000  # thinned networks averaged per test digit
+QUICK_MASKS = 100
+CHUNK = 50  # masks per vmapped forward pass (bounds memory)
+MIN_AGREEMENT = 0.97  # same argmax as the mask-average, at least
+MAX_MEAN_DIFF = 0.03  # mean |p_scaled - p_average| over digits and classes, at most
+MAX_MEAN_DIFF_GEOMETRIC = 0.01  # the same against the normalised geometric mean
+MAX_Z = 5.0  # linear layer: |mask-average - weight-scaled| within this many standard errors
+CONFIG = nnfun.Config.make(LOSS, "adam", ["accuracy"], learning_rate=LEARNING_RATE)
+
+
+def glorot_flat(key, shape, dtype=jnp.float32):
+    """Glorot uniform, U(-a, a) with a = sqrt(6 / (fan_in + fan_out)), drawn as one flat
+    vector and reshaped: the same distribution, but on CPU a (256, 10) draw takes seconds
+    to compile and a flat one a fraction of that."""
+    limit = math.sqrt(6.0 / (shape[0] + math.prod(shape[1:])))
+    flat = jax.random.uniform(key, (math.prod(shape),), dtype, -limit, limit)
+    return flat.reshape(shape)
+
+
+def build(scaled: bool) -> nnfun.Sequential:
+    """64 -> Dropout -> Dense(256, relu) -> Dropout -> Dense(10, softmax)."""
+    return nnfun.Sequential(
+        [
+            nnfun.Dropout(RATES[0], scaled=scaled),
+            nnfun.Dense(HIDDEN, "relu"),
+            nnfun.Dropout(RATES[1], scaled=scaled),
+            nnfun.Dense(10, "softmax", kernel_init=glorot_flat),
+        ],
+        input_shape=64,
+    )
+
+
+def linear_part(scaled: bool) -> nnfun.Sequential:
+    """The output layer on its own, its softmax removed: Dropout -> Dense(10), linear."""
+    return nnfun.Sequential(
+        [nnfun.Dropout(RATES[1], scaled=scaled), nnfun.Dense(10)], input_shape=HIDDEN
+    )
+
+
+def logits(net, params, x, key=None):
+    """Pre-softmax outputs: weight-scaled without ``key``, one thinned network with it."""
+    _, _, caches = net.forward(params, x, key=key, train=key is not None)
+    return caches[-1][1]
+
+
+def mask_moments(fns, inputs, key, masks: int):
+    """For each fn(x, key) -> (n, k) with its input x: the mean, standard deviation and mean
+    softmax (the arithmetic-mean probabilities) over `masks` dropout masks per row of x.
+
+    Each scan step runs every fn once on CHUNK stacked copies of its x, so every row of
+    every copy draws its own mask.
+    """
+    copies = [jnp.tile(x, (CHUNK, 1)) for x in inputs]
+
+    def body(carry, key):
+        new = []
+        for fn, xs, k, (s, s2, sp) in zip(
+            fns, copies, jax.random.split(key, len(fns)), carry, strict=True
+        ):
+            z = fn(xs, k).reshape(CHUNK, xs.shape[0] // CHUNK, -1)
+            new.append((s + z.sum(0), s2 + (z * z).sum(0), sp + jax.nn.softmax(z, -1).sum(0)))
+        return new, None
+
+    zeros = [
+        jnp.zeros(jax.eval_shape(fn, x, key).shape, x.dtype)
+        for fn, x in zip(fns, inputs, strict=True)
+    ]
+    carry, _ = jax.lax.scan(body, [(z, z, z) for z in zeros], jax.random.split(key, masks // CHUNK))
+    moments = []
+    for s, s2, sp in carry:
+        mean = s / masks
+        moments.append((mean, jnp.sqrt(jnp.maximum(s2 / masks - mean * mean, 0.0)), sp / masks))
+    return moments
+
+
+def compare(scaled: bool, x, y, masks: int):
+    """For one network's params: weight scaling vs the mask-average, and the linear layer."""
+    net, lin = build(scaled), linear_part(scaled)
+
+    def one(params, key):
+        _, _, caches = net.forward(params, x)
+        z_scaled, hidden = caches[-1][1], caches[1][2]  # logits, weight-scaled hidden units
+        p_scaled = jax.nn.softmax(z_scaled, -1)
+        # The output layer alone, fed the weight-scaled hidden units: dropout, then linear.
+        lin_params = [{}, params[-1]]
+        l_scaled = logits(lin, lin_params, hidden)
+        (z_mean, z_std, p_arith), (l_mean, l_std, _) = mask_moments(
+            [
+                lambda xs, k: logits(net, params, xs, k),
+                lambda hs, k: logits(lin, lin_params, hs, k),
+            ],
+            [x, hidden],
+            key,
+            masks,
+        )
+        p_geo = jax.nn.softmax(z_mean, -1)  # prod p^(1/n) renormalised = softmax(mean z)
+        stderr = jnp.maximum(l_std, 1e-12) / jnp.sqrt(masks)
+        net_stderr = jnp.maximum(z_std, 1e-12) / jnp.sqrt(masks)
+        same = lambda p, q: jnp.mean(jnp.argmax(p, -1) == jnp.argmax(q, -1))  # noqa: E731
+        accuracy = lambda p: jnp.mean(jnp.argmax(p, -1) == y)  # noqa: E731
+        return {
+            "accuracy_scaled": accuracy(p_scaled),
+            "accuracy_arithmetic": accuracy(p_arith),
+            "accuracy_geometric": accuracy(p_geo),
+            "agreement_arithmetic": same(p_scaled, p_arith),
+            "agreement_geometric": same(p_scaled, p_geo),
+            "mean_abs_diff_arithmetic": jnp.mean(jnp.abs(p_scaled - p_arith)),
+            "max_abs_diff_arithmetic": jnp.max(jnp.abs(p_scaled - p_arith)),
+            "mean_abs_diff_geometric": jnp.mean(jnp.abs(p_scaled - p_geo)),
+            "linear_max_z": jnp.max(jnp.abs(l_mean - l_scaled) / stderr),
+            "linear_diff_over_stderr": jnp.mean(jnp.abs(l_mean - l_scaled)) / jnp.mean(stderr),
+            "network_diff_over_stderr": jnp.mean(jnp.abs(z_mean - z_scaled)) / jnp.mean(net_stderr),
+            "p_scaled_of_label": jnp.take_along_axis(p_scaled, y[:, None], -1)[:, 0],
+            "p_arith_of_label": jnp.take_along_axis(p_arith, y[:, None], -1)[:, 0],
+            "p_geo_of_label": jnp.take_along_axis(p_geo, y[:, None], -1)[:, 0],
+        }
+
+    return jax.jit(jax.vmap(one))
+
+
+def initial_states(seeds: int) -> nnfun.TrainState:
+    """One state per seed. Dropout has no parameters, so both forms start from these: the
+    inverted and the classic network of a seed begin with the same weights."""
+    keys = jax.random.split(jax.random.key(0), seeds)
+    # One compiled program for every seed's init instead of one small one per operation.
+    return jax.jit(lambda k: nnfun.train.init_many(build(True), CONFIG, k))(keys)
+
+
+def run(label: str, split, states, epochs: int, masks: int) -> dict:
+    """Trains a stack of networks of one dropout form at once, then compares at test time."""
+    net, config = build(FORMS[label]), CONFIG
+    seeds = len(states.step)
+    x, y = jnp.asarray(split.x_train[:N_TRAIN]), jnp.asarray(split.y_train[:N_TRAIN])
+    states, hist = nnfun.train.fit_many(
+        net, x, y, states, config=config, epochs=epochs, batch_size=BATCH_SIZE
+    )
+    xt, yt = jnp.asarray(split.x_test), jnp.asarray(split.y_test)
+    mask_keys = jax.random.split(jax.random.key(1), seeds)
+    result = compare(FORMS[label], xt, yt, masks)(states.params, mask_keys)
+    return {k: np.asarray(v) for k, v in result.items()} | {"loss_curve": hist["loss"].T}
+
+
+def figure(results: dict, out, masks: int) -> None:
+    fig, axes = plotting.figure(len(results) + 1)
+    plotting.curves(axes[0], {k: r["loss_curve"] for k, r in results.items()},
+                    ylabel="training loss (with dropout)", title="training")  # fmt: skip
+    for ax, (label, r) in zip(axes[1:], results.items(), strict=True):
+        for key, name in (("p_arith_of_label", "arithmetic"), ("p_geo_of_label", "geometric")):
+            ax.scatter(r[key][0], r["p_scaled_of_label"][0], s=6, alpha=0.5, label=name)
+        ax.plot([0, 1], [0, 1], color="gray", lw=1, ls=":")
+        ax.set(xlabel=f"mean over {masks} thinned networks", ylabel="weight-scaled network",
+               title=f"{label}: p(true class), seed 0")  # fmt: skip
+        ax.legend(fontsize=8, title="mean", title_fontsize=8)
+        ax.grid(alpha=0.3)
+    plotting.save(fig, out / "dropout_ensemble.png")
+
+
+def main(argv=None) -> bool:
+    args = common.parser(NAME, __doc__).parse_args(argv)
+    epochs, masks = (QUICK_EPOCHS, QUICK_MASKS) if args.quick else (EPOCHS, MASKS)
+    split = data.load_digits()
+    start = time.perf_counter()
+    states = initial_states(args.seeds)
+    results = {label: run(label, split, states, epochs, masks) for label in FORMS}
+    figure(results, args.out, masks)
+
+    metrics: dict = {
+        "epochs": epochs, "seeds": args.seeds, "masks": masks, "rates": RATES,
+        "n_train": N_TRAIN, "n_test": len(split.y_test),
+    }  # fmt: skip
+    head = ("acc scaled", "acc mask-avg", "acc geo-mean", "same argmax", "mean |dp|",
+            "max |dp|", "linear max z")  # fmt: skip
+    print(f"{'form':<10}" + "".join(f"{h:>20}" for h in head))
+    for label, r in results.items():
+        keys = ("accuracy_scaled", "accuracy_arithmetic", "accuracy_geometric",
+                "agreement_arithmetic", "mean_abs_diff_arithmetic", "max_abs_diff_arithmetic",
+                "linear_max_z")  # fmt: skip
+        print(f"{label:<10}" + "".join(f" {common.mean_std(r[k]):>19}" for k in keys))
+        metrics[label] = {
+            k: float(v.mean())
+            for k, v in r.items()
+            if k not in ("loss_curve", "p_scaled_of_label", "p_arith_of_label", "p_geo_of_label")
+        }
+        metrics[label]["agreement_min"] = float(r["agreement_arithmetic"].min())
+        metrics[label]["agreement_geometric_min"] = float(r["agreement_geometric"].min())
+        metrics[label]["linear_max_z"] = float(r["linear_max_z"].max())
+        metrics[label]["accuracy_scaled_std"] = float(r["accuracy_scaled"].std())
+    metrics["seconds"] = time.perf_counter() - start
+    print(
+        "linear max z: largest |mask-average - weight-scaled| logit of the output layer alone, "
+        f"in Monte-Carlo standard errors (std / sqrt({masks})); mean |diff| / mean stderr: "
+        + ", ".join(
+            f"{k} linear {metrics[k]['linear_diff_over_stderr']:.2f}, whole network "
+            f"{metrics[k]['network_diff_over_stderr']:.2f}"
+            for k in FORMS
+        )
+        + " (pure Monte-Carlo noise gives sqrt(2/pi) = 0.80)"
+    )
+
+    checks = {}
+    for label in FORMS:
+        m = metrics[label]
+        checks |= {
+            f"{label}: weight scaling and the mask-average agree on >= {MIN_AGREEMENT:.0%} of "
+            "the test digits (every seed, arithmetic and geometric mean)": min(
+                m["agreement_min"], m["agreement_geometric_min"]
+            )
+            >= MIN_AGREEMENT,
+            f"{label}: mean |p_scaled - p_mask-average| <= {MAX_MEAN_DIFF} (arithmetic mean), "
+            f"<= {MAX_MEAN_DIFF_GEOMETRIC} (normalised geometric mean)": (
+                m["mean_abs_diff_arithmetic"] <= MAX_MEAN_DIFF
+                and m["mean_abs_diff_geometric"] <= MAX_MEAN_DIFF_GEOMETRIC
+            ),
+            f"{label}: accuracies of weight scaling and the mask-average within 0.02": (
+                abs(m["accuracy_scaled"] - m["accuracy_arithmetic"]) <= 0.02
+            ),
+            f"{label}: test accuracy >= 0.9": m["accuracy_scaled"] >= 0.9,
+            f"{label}: one linear layer: mask-average == weight scaling within {MAX_Z:g} "
+            "standard errors, mean |diff| / mean stderr < 1": m["linear_max_z"] <= MAX_Z
+            and m["linear_diff_over_stderr"] < 1.0,
+        }
+    return common.finish(args.out, metrics, checks)
+
+
+if __name__ == "__main__":
+    common.exit_code(main())
