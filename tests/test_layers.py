@@ -255,13 +255,13 @@ def test_shape_mismatch_names_the_layer_and_both_shapes():
 
 
 @settings(
-    max_examples=6,
+    max_examples=5,
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(
-    shape=st.sampled_from([(2, 1), (3, 4), (2, 2, 3), (1, 2, 1, 4)]),
+    shape=st.sampled_from([(2, 1), (3, 4), (1, 2, 2, 3)]),
     scale=st.sampled_from([1e-3, 1.0, 1e4]),
     seed=st.integers(0, 2**16),
 )

@@ -84,25 +84,34 @@ def test_every_loss_gradient_matches_jax_grad_in_float64_under_jit_and_vmap():
 def test_values_against_numpy():
     rng = np.random.default_rng(1)
     a, y = rng.uniform(0.1, 0.9, (M, K)), rng.uniform(size=(M, K))
-    ja, jy = jnp.asarray(a), jnp.asarray(y)
-    # mse (Keras' mean form): mean over outputs, then over the batch; gradient 2(a - y)/(K m).
-    np.testing.assert_allclose(losses.value("mse", ja, jy), np.mean((a - y) ** 2), rtol=1e-14)
-    np.testing.assert_allclose(losses.gradient("mse", ja, jy), 2 * (a - y) / (K * M), rtol=1e-14)
-    # The notes' 1/2 ||a - y||^2 per sample; gradient (a - y)/m.
-    hse = losses.half_squared_error
-    np.testing.assert_allclose(
-        losses.value(hse, ja, jy), np.mean(0.5 * np.sum((a - y) ** 2, axis=1)), rtol=1e-14
-    )
-    np.testing.assert_allclose(losses.gradient(hse, ja, jy), (a - y) / M, rtol=1e-14)
-    # Binary cross-entropy: -(y log a + (1 - y) log(1 - a)), summed over outputs, mean over m.
-    bce = -np.mean(np.sum(y * np.log(a) + (1 - y) * np.log(1 - a), axis=1))
-    np.testing.assert_allclose(losses.value("binary_crossentropy", ja, jy), bce, rtol=1e-14)
-    # Categorical cross-entropy with integer labels: -mean log p[label].
     p = a / a.sum(1, keepdims=True)
     labels = rng.integers(0, K, M)
+
+    @jax.jit  # one program: op-by-op dispatch is slow
+    def compute(a, y, p, labels):
+        hse = losses.half_squared_error
+        return {
+            "mse": losses.value("mse", a, y),
+            "mse grad": losses.gradient("mse", a, y),
+            "hse": losses.value(hse, a, y),
+            "hse grad": losses.gradient(hse, a, y),
+            "bce": losses.value("binary_crossentropy", a, y),
+            "cce": losses.value("categorical_crossentropy", p, labels),
+        }
+
+    got = compute(*map(jnp.asarray, (a, y, p, labels)))
+    # mse (Keras' mean form): mean over outputs, then over the batch; gradient 2(a - y)/(K m).
+    np.testing.assert_allclose(got["mse"], np.mean((a - y) ** 2), rtol=1e-14)
+    np.testing.assert_allclose(got["mse grad"], 2 * (a - y) / (K * M), rtol=1e-14)
+    # The notes' 1/2 ||a - y||^2 per sample; gradient (a - y)/m.
+    np.testing.assert_allclose(got["hse"], np.mean(0.5 * np.sum((a - y) ** 2, 1)), rtol=1e-14)
+    np.testing.assert_allclose(got["hse grad"], (a - y) / M, rtol=1e-14)
+    # Binary cross-entropy: -(y log a + (1 - y) log(1 - a)), summed over outputs, mean over m.
+    bce = -np.mean(np.sum(y * np.log(a) + (1 - y) * np.log(1 - a), axis=1))
+    np.testing.assert_allclose(got["bce"], bce, rtol=1e-14)
+    # Categorical cross-entropy with integer labels: -mean log p[label].
     cce = -np.mean(np.log(p[np.arange(M), labels]))
-    got = losses.value("categorical_crossentropy", jnp.asarray(p), jnp.asarray(labels))
-    np.testing.assert_allclose(got, cce, rtol=1e-14)
+    np.testing.assert_allclose(got["cce"], cce, rtol=1e-14)
 
 
 def test_fused_gradients_are_the_textbook_ones():
@@ -152,40 +161,48 @@ def test_integer_and_one_hot_labels_agree():
 
 
 def test_logits_of_1e4_give_finite_exact_losses_and_gradients():
+    bce, cce = losses.binary_crossentropy_from_logits, losses.categorical_crossentropy_from_logits
+
+    @jax.jit  # one program: op-by-op dispatch is slow
+    def values_and_grads(z, y, zc, labels):
+        out = {"bce": (z, y, bce), "cce0": (zc, labels[0], cce), "cce1": (zc, labels[1], cce)}
+        return {
+            k: (
+                losses.value(loss, p, t),
+                losses.gradient(loss, p, t),
+                jax.grad(lambda p, t=t, loss=loss: losses.value(loss, p, t))(p),
+            )
+            for k, (p, t, loss) in out.items()
+        }
+
     z = jnp.asarray([[1e4], [-1e4], [1e4], [-1e4], [0.0]])
     y = jnp.asarray([0, 1, 1, 0, 1])
-    bce = losses.binary_crossentropy_from_logits
-    # Per sample: 1e4, 1e4, 0, 0, log 2 (confidently wrong, wrong, right, right, unsure).
-    np.testing.assert_allclose(losses.value(bce, z, y), (2e4 + np.log(2)) / 5, rtol=1e-15)
-    np.testing.assert_allclose(
-        losses.gradient(bce, z, y)[:, 0], np.array([1, -1, 0, 0, -0.5]) / 5, atol=1e-300
-    )
-    auto = jax.grad(lambda z: losses.value(bce, z, y))(z)
-    np.testing.assert_array_equal(auto, losses.gradient(bce, z, y))
     zc = jnp.asarray([[1e4, -1e4, 0.0], [-1e4, -1e4, 1e4]])
-    cce = losses.categorical_crossentropy_from_logits
-    for labels in (jnp.asarray([0, 2]), jnp.asarray([1, 0])):
-        value, grad = losses.value(cce, zc, labels), losses.gradient(cce, zc, labels)
-        auto = jax.grad(lambda z, labels=labels: losses.value(cce, z, labels))(zc)
-        assert bool(jnp.isfinite(value)) and bool(jnp.all(jnp.isfinite(grad)))
-        np.testing.assert_allclose(grad, auto, atol=1e-300)
-    np.testing.assert_allclose(losses.value(cce, zc, jnp.asarray([1, 0])), 2e4, rtol=1e-15)
-
-
-def test_zero_logits_autodiff_matches_the_hand_written_gradient():
-    # A zero-initialised output layer gives logits of exactly 0: d/dz = (sigmoid(0) - y)/m.
-    z, y = jnp.zeros((4, 1)), jnp.asarray([0, 1, 1, 0])
-    bce = losses.binary_crossentropy_from_logits
-    expected = (0.5 - np.asarray(y, float))[:, None] / 4
-    np.testing.assert_array_equal(losses.gradient(bce, z, y), expected)
-    np.testing.assert_array_equal(jax.grad(lambda z: losses.value(bce, z, y))(z), expected)
+    got = values_and_grads(z, y, zc, jnp.asarray([[0, 2], [1, 0]]))
+    for name, (value, grad, auto) in got.items():
+        assert bool(jnp.isfinite(value)) and bool(jnp.all(jnp.isfinite(grad))), name
+        np.testing.assert_allclose(grad, auto, atol=1e-300, err_msg=name)
+    # Per sample: 1e4, 1e4, 0, 0, log 2 (confidently wrong, wrong, right, right, unsure).
+    # The last logit is exactly 0 (a zero-initialised output layer): d/dz = sigmoid(0) - y,
+    # by hand and by jax.grad alike.
+    value, grad, _ = got["bce"]
+    np.testing.assert_allclose(value, (2e4 + np.log(2)) / 5, rtol=1e-15)
+    np.testing.assert_allclose(grad[:, 0], np.array([1, -1, 0, 0, -0.5]) / 5, atol=1e-300)
+    # Softmax cross-entropy: right with margin 1e4 costs 0; wrong by 2e4 costs 2e4.
+    np.testing.assert_allclose(got["cce0"][0], 0.0, atol=1e-300)
+    np.testing.assert_allclose(got["cce1"][0], 2e4, rtol=1e-15)
+    np.testing.assert_allclose(got["cce1"][1], [[0.5, -0.5, 0.0], [-0.5, 0.0, 0.5]], atol=1e-300)
 
 
 def test_probabilities_at_0_and_1_are_clipped_with_zero_gradient():
     a = jnp.asarray([[0.0, 1.0, 0.5], [1.0, 0.0, 0.5]])
     y = jnp.asarray([[1.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
-    value = losses.value("binary_crossentropy", a, y)
-    grad = losses.gradient("binary_crossentropy", a, y)
+    value, grad = jax.jit(
+        lambda a, y: (
+            losses.value("binary_crossentropy", a, y),
+            losses.gradient("binary_crossentropy", a, y),
+        )
+    )(a, y)
     # Row 0 is confidently wrong twice (-log EPS each), row 1 right twice (-log(1 - EPS)
     # each); the 0.5s cost log 2 each.
     eps = losses.EPS
@@ -231,7 +248,7 @@ def logit_losses(z, labels):
 @given(
     data=st.data(),
     m=st.sampled_from([1, 3]),
-    k=st.sampled_from([1, 2, 5]),
+    k=st.sampled_from([1, 4]),
 )
 def test_property_extreme_logits_stay_finite_and_agree(data, m, k):
     value = st.floats(-1e4, 1e4, allow_nan=False) | st.sampled_from([-1e4, 1e4, 0.0, -3.5])
