@@ -110,11 +110,13 @@ def relative_errors(manual, auto):
 def test_manual_gradients_match_jax_grad_for_every_depth_activation_and_loss():
     """Depths 1-5 x every hidden activation x every output/loss pairing, in float64.
 
-    Op by op rather than one jit per network: every network here has the same few shapes,
-    so after the first few networks no operation compiles again.
+    A depth-d network has d - 1 hidden layers with different activations (a window rotating
+    over the list), so every (depth, activation, pairing) is covered by at least one network
+    with mixed neighbours: 115 networks. Op by op rather than one jit per network: all of
+    them have the same few shapes, so after the first few no operation compiles again.
     """
     x = jnp.asarray(np.random.default_rng(0).normal(size=(M, WIDTH)) * 1.5)
-    worst, where, seen = 0.0, None, set()
+    worst, where, seen, networks = 0.0, None, set(), 0
     for depth in range(1, 6):
         for o, (out_act, loss, k) in enumerate(OUTPUTS):
             for stack in hidden_stacks(depth, shift=5 * o):
@@ -133,11 +135,12 @@ def test_manual_gradients_match_jax_grad_for_every_depth_activation_and_loss():
                     if err > worst:
                         worst, where = err, label
                 seen.update((depth, a, out_act, loss) for a in stack or ["-"])
+                networks += 1
     expected = {(1, "-", o, loss) for o, loss, _ in OUTPUTS}
     expected |= {(d, a, o, loss) for d in range(2, 6) for a in HIDDEN for o, loss, _ in OUTPUTS}
-    assert seen == expected
-    print(f"{len(expected)} (depth, activation, output, loss) combinations; worst per-leaf")
-    print(f"relative error {worst:.2e} at {where}")
+    assert seen == expected and networks == len(OUTPUTS) * (1 + 10 + 5 + 4 + 3)
+    print(f"{networks} networks, {len(expected)} (depth, activation, output, loss) cases;")
+    print(f"worst per-leaf relative error {worst:.2e} at {where}")
 
 
 # ---- jit and vmap, every layer kind, penalties, weights ---------------------------------
