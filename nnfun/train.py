@@ -215,12 +215,23 @@ def _epoch_batches(n: int, batch_size: int) -> tuple[int, int]:
 
 
 def run_epoch(
-    net, config: Config, batch_size: int, shuffle: bool, state: TrainState, x, y, mesh=None
+    net,
+    config: Config,
+    batch_size: int,
+    shuffle: bool,
+    state: TrainState,
+    x,
+    y,
+    mesh=None,
+    guard: bool = True,
 ):
     """One epoch as one program: ``(state, metrics)`` with per-batch metric arrays.
 
     Shuffles with the state's key, scans the step over the full batches, then takes one
-    step on the remainder. Steps after a non-finite one are skipped (metrics say which).
+    step on the remainder. With ``guard`` steps after a non-finite one are skipped (metrics
+    say which, leaf by leaf). Without it the steps run unchecked and ``metrics["finite"]``
+    only says whether each loss and the final parameters are finite: the fast path, which
+    ``fit`` replays guarded on the rare epoch that blows up.
     With a ``mesh`` every batch that divides over its "data" axis is split across devices.
     """
     n = x.shape[0]
@@ -235,6 +246,8 @@ def run_epoch(
         if mesh is not None and idx.shape[0] % parallel.data_size(mesh) == 0:
             xb, yb = parallel.constrain_batch((xb, yb), mesh)
         new, metrics = train_step(net, config, state, xb, yb)
+        if not guard:  # the unused finite flags are dead code to the compiler
+            return (new, healthy), {k: metrics[k] for k in ("loss", *config.metrics)}
         healthy = healthy & metrics["finite"]
         # Keep the last finite state: one select over the state, no host round trip.
         state = jax.tree.map(lambda a, b: jnp.where(healthy, a, b), new, state)
@@ -250,12 +263,16 @@ def run_epoch(
         parts.append(jax.tree.map(lambda a: a[None], metrics))
     metrics = jax.tree.map(lambda *a: jnp.concatenate(a), *parts)
     state = carry[0]
+    if not guard:  # a non-finite gradient always reaches the parameters or the loss
+        metrics["finite"] = jnp.isfinite(metrics["loss"]) & _all_finite(state.params)
     return state._replace(epoch=state.epoch + 1), metrics
 
 
 @functools.lru_cache(maxsize=64)
-def _compiled_epoch(net, config: Config, batch_size: int, shuffle: bool, many: bool, mesh=None):
-    fn = functools.partial(run_epoch, net, config, batch_size, shuffle, mesh=mesh)
+def _compiled_epoch(
+    net, config: Config, batch_size: int, shuffle: bool, many: bool, mesh=None, guard=True
+):
+    fn = functools.partial(run_epoch, net, config, batch_size, shuffle, mesh=mesh, guard=guard)
     if many:
         fn = jax.vmap(fn, in_axes=(0, None, None))
     jitted = jax.jit(fn, donate_argnums=0)
@@ -419,7 +436,8 @@ def fit(
         parallel.check_batch_size(batch_size, mesh)
         x, y = parallel.place_data(x, mesh), parallel.place_data(y, mesh)
         state = parallel.replicate(state, mesh)
-    epoch_fn = _compiled_epoch(net, config, int(batch_size), bool(shuffle), False, mesh)
+    compiled = functools.partial(_compiled_epoch, net, config, int(batch_size), bool(shuffle))
+    epoch_fn = compiled(False, mesh, guard=False)
     n = x.shape[0]
     best, since = (None, None), 0  # (value, state), epochs without improvement
     start = int(state.epoch)
@@ -428,6 +446,9 @@ def fit(
     try:
         for epoch in bar:
             new_state, metrics = epoch_fn(_copy(state), x, y)
+            if not bool(np.all(np.asarray(metrics["finite"]))):
+                # Rare: replay the epoch guarded for the last finite state and the culprit.
+                new_state, metrics = compiled(False, mesh)(_copy(state), x, y)
             summary = _summarise(metrics, n, batch_size, names)
             if not bool(np.all(np.asarray(metrics["finite"]))):
                 history["stopped"] = _blow_up(net, state, metrics, epoch, batch_size)

@@ -576,7 +576,8 @@ def test_ctrl_c_returns_the_last_completed_epoch(monkeypatch, during):
     reference, ref_hist = train.fit(NET, X, Y, epochs=2, **kw)
     if during == "epoch":  # inside the compiled epoch program of epoch 3
         original, calls = train._compiled_epoch, []
-        monkeypatch.setattr(train, "_compiled_epoch", lambda *a: _counting(original(*a), calls))
+        counted = lambda *a, **k: _counting(original(*a, **k), calls)  # noqa: E731
+        monkeypatch.setattr(train, "_compiled_epoch", counted)
     else:  # in epoch 3's validation, after its training: that epoch must not be kept
         _interrupt_on_call(monkeypatch, train, "evaluate", 3)
     state, hist = train.fit(NET, X, Y, epochs=5, **kw)

@@ -135,7 +135,7 @@ def bench_nnfun(x, y, batch, grad, mode="fit"):
             _block(box["state"])
 
     elif mode == "program":  # the compiled epoch alone: fit minus its Python-side bookkeeping
-        fn = train._compiled_epoch(net, cfg, batch, True, False)
+        fn = train._compiled_epoch(net, cfg, batch, True, False, guard=False)
 
         def epoch():
             box["state"], metrics = fn(train._copy(box["state"]), xd, yd)
@@ -169,7 +169,7 @@ def bench_nnfun(x, y, batch, grad, mode="fit"):
     steps = train.steps_per_epoch(n, batch) if mode in ("fit", "program") else n // batch
     prog = None
     if mode == "program":
-        prog = _program_bytes(train._compiled_epoch(net, cfg, batch, True, False),
+        prog = _program_bytes(train._compiled_epoch(net, cfg, batch, True, False, guard=False),
                               box["state"], xd, yd)  # fmt: skip
     return Bench(epoch, loss, steps, prog)
 
@@ -507,7 +507,7 @@ def _w2_nnfun(x, y, sizes, batch, steps, flops, repeats) -> dict:
     cfg = nnfun.Config.make("categorical_crossentropy", "adam", compute_dtype="bfloat16")
     xd, yd = _jax_data(x, y)
     box = {"state": train.init_state(net, cfg, jax.random.key(0))}
-    fn = train._compiled_epoch(net, cfg, batch, True, False)
+    fn = train._compiled_epoch(net, cfg, batch, True, False, guard=False)
     prog = _program_bytes(fn, box["state"], xd, yd)
 
     def epoch():
