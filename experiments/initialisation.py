@@ -14,7 +14,10 @@ even block every weight gradient, leaving the network at chance. Random weights 
 symmetry, but they must be small: large weights give large |z|, where sigmoid and tanh are
 flat, so the derivatives are tiny, learning is slow and the initial cost is huge. A scale
 tied to the fan-in (uniform +-1/sqrt(d), Xavier, He) trains well. A sigmoid network started
-from zeros shows the symmetry on its own: its weights do move, yet its units stay equal.
+from zeros shows the symmetry on its own: its weights do move, yet its units stay equal,
+in exact arithmetic for ever; in float32 only until training has amplified the rounding
+differences between its units (measured: equal to 1e-6 after 25 epochs on the flower, apart
+by epoch 150), and it still ends far below a random start.
 """
 
 from __future__ import annotations
@@ -41,8 +44,11 @@ INITS = {  # label -> initializer name in nnfun.initializers
 ACTIVATION = "tanh"
 SYMMETRY_ACTIVATION = "sigmoid"  # the zero-init run whose weights move yet stay symmetric
 HIDDEN = (32, 32)
-# Units that are equal in exact arithmetic may differ by rounding: a (vmapped) matmul need not
-# sum every output column in the same order. Random inits differ by O(1) relative to max|W|.
+# Units that are equal in exact arithmetic may differ by rounding: a matmul need not sum every
+# output column in the same order. Random inits differ by O(1) relative to max|W|. The sigmoid
+# network's symmetric point is unstable: training amplifies those 1e-7 differences until, after
+# about a hundred epochs, the units come apart. So symmetry is checked over the first
+# QUICK_EPOCHS and its final spread is reported, not checked.
 SYMMETRY_TOLERANCE = 1e-4
 SATURATED = 5.0  # |z| above which tanh'(z) < 2e-4 (sigmoid'(z) < 7e-3)
 LOSS = "categorical_crossentropy"
@@ -80,8 +86,9 @@ def flower_split(seed: int = 0):
     return data.Split(x[:cut], y[:cut], x[cut:], y[cut:], ("petal 0", "petal 1"))
 
 
-def run(split, inits: dict, activation: str, seeds: int, epochs: int) -> dict:
-    """Trains len(inits) x seeds models in one vmapped program; per-init statistics."""
+def run(split, inits: dict, activation: str, seeds: int, epochs: int, early: int) -> dict:
+    """Trains len(inits) x seeds models in one vmapped program; per-init statistics, also
+    after the first ``early`` epochs (keys ending in "_early")."""
     n_out = int(split.y_train.max()) + 1
     net = build(split.x_train.shape[1], n_out, activation)
     config = nnfun.Config.make(LOSS, "adam", ["accuracy"], learning_rate=LEARNING_RATE)
@@ -110,16 +117,24 @@ def run(split, inits: dict, activation: str, seeds: int, epochs: int) -> dict:
         )
 
     loss0, saturated = jax.jit(jax.vmap(at_init))(states.params)
-    states, hist = nnfun.train.fit_many(
-        net, x, y, states, config=config, epochs=epochs, batch_size=BATCH_SIZE
-    )
-    values = jax.jit(jax.vmap(after))(states.params)
     names = (
         "train_accuracy", "test_accuracy", "w1_column_spread", "w2_column_spread", "w1_max",
         "w2_max",
     )  # fmt: skip
     shape = (len(inits), seeds)
-    result = {n: np.asarray(v).reshape(shape) for n, v in zip(names, values, strict=True)}
+    curves, result = [], {}
+    for part, n_epochs in (("early", min(early, epochs)), ("", epochs - min(early, epochs))):
+        if n_epochs:
+            states, hist = nnfun.train.fit_many(
+                net, x, y, states, config=config, epochs=n_epochs, batch_size=BATCH_SIZE
+            )
+            curves.append(hist["accuracy"])
+        values = jax.jit(jax.vmap(after))(states.params)
+        suffix = f"_{part}" if part else ""
+        result |= {
+            n + suffix: np.asarray(v).reshape(shape) for n, v in zip(names, values, strict=True)
+        }
+    hist = {"accuracy": np.concatenate(curves)}
     result["initial_loss"] = np.asarray(loss0).reshape(shape)
     result["saturated_at_init"] = np.asarray(saturated).reshape(shape)
     result["accuracy_curve"] = hist["accuracy"].T.reshape(*shape, epochs)
@@ -134,8 +149,11 @@ def main(argv=None) -> bool:
     metrics: dict = {"epochs": epochs, "seeds": args.seeds, "activation": ACTIVATION}
     fig, axes = plotting.figure(len(splits))
     for ax, (name, split) in zip(axes, splits.items(), strict=True):
-        results = run(split, INITS, ACTIVATION, args.seeds, epochs[name])
-        symmetric = run(split, {"zeros": "zeros"}, SYMMETRY_ACTIVATION, args.seeds, epochs[name])
+        early = QUICK_EPOCHS[name]
+        results = run(split, INITS, ACTIVATION, args.seeds, epochs[name], early)
+        symmetric = run(
+            split, {"zeros": "zeros"}, SYMMETRY_ACTIVATION, args.seeds, epochs[name], early
+        )
         results[f"zeros ({SYMMETRY_ACTIVATION})"] = symmetric["zeros"]
         chance = float(np.max(np.bincount(split.y_test)) / len(split.y_test))
         plotting.curves(
@@ -158,6 +176,11 @@ def main(argv=None) -> bool:
             table[label]["test_accuracy_std"] = float(r["test_accuracy"].std())
             table[label]["w1_column_spread"] = float(r["w1_column_spread"].max())
             table[label]["w2_column_spread"] = float(r["w2_column_spread"].max())
+            for i in (1, 2):
+                table[label][f"w{i}_column_spread_early"] = float(
+                    r[f"w{i}_column_spread_early"].max()
+                )
+        table["symmetry_epochs"] = early
         metrics[name] = table
     plotting.save(fig, args.out / "accuracy_curves.png")
     metrics["seconds"] = time.perf_counter() - start
@@ -168,10 +191,14 @@ def main(argv=None) -> bool:
         zero, sym = t["zeros"], t[f"zeros ({SYMMETRY_ACTIVATION})"]
         checks |= {
             f"{name}: zero init keeps every hidden unit identical ({ACTIVATION} and "
-            f"{SYMMETRY_ACTIVATION}, to float32 rounding)": all(
-                r[f"w{i}_column_spread"] <= SYMMETRY_TOLERANCE * r[f"w{i}_max"]
+            f"{SYMMETRY_ACTIVATION}, to float32 rounding, over {t['symmetry_epochs']} "
+            "epochs)": all(
+                r[f"w{i}_column_spread_early"] <= SYMMETRY_TOLERANCE * r[f"w{i}_max_early"]
                 for r in (zero, sym)
                 for i in (1, 2)
+            ),
+            f"{name}: {ACTIVATION} zero init: the weights never move, units equal exactly": (
+                zero["w1_max"] == 0.0 == zero["w1_column_spread"]
             ),
             f"{name}: {SYMMETRY_ACTIVATION} zero init: W1 moved away from 0 yet stayed "
             "symmetric": sym["w1_max"] > 0,

@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 from experiments import activation_gallery, computational_graph, linear_collapse, xor
 
 
-def _run(module, tmp_path, *flags) -> dict:
-    out = tmp_path / module.NAME
-    assert module.main(["--quick", *flags, "--out", str(out)]) is True
-    return json.loads((out / "metrics.json").read_text())
-
-
-def test_activation_gallery(tmp_path):
-    m = _run(activation_gallery, tmp_path)
+def test_activation_gallery(tmp_path, run_experiment):
+    m = run_experiment(activation_gallery)
     assert m["sigmoid_derivative_max"] == 0.25
     assert m["sigmoid_derivative_argmax_z"] == 0.0
     assert m["sigmoid_at_0"] == 0.5
@@ -35,8 +28,8 @@ def test_activation_gallery(tmp_path):
     assert (tmp_path / "activation_gallery" / "activations.png").is_file()
 
 
-def test_computational_graph(tmp_path):
-    m = _run(computational_graph, tmp_path)
+def test_computational_graph(tmp_path, run_experiment):
+    m = run_experiment(computational_graph)
     assert m["forward"] == {"u": 6.0, "v": 11.0, "J": 33.0}
     expected = {"a": 3.0, "b": 6.0, "c": 9.0}
     for name, value in expected.items():
@@ -50,8 +43,8 @@ def test_computational_graph(tmp_path):
     assert (tmp_path / "computational_graph" / "graph.png").is_file()
 
 
-def test_linear_collapse(tmp_path):
-    m = _run(linear_collapse, tmp_path, "--seeds", "4")
+def test_linear_collapse(tmp_path, run_experiment):
+    m = run_experiment(linear_collapse, "--seeds", "4")
     assert m["composition"]["float32"]["relative_error"] <= 1e-6
     assert m["composition"]["float64"]["relative_error"] <= 1e-12
     assert m["trained_deep_linear_vs_collapsed_unit"] <= 1e-5
@@ -65,8 +58,8 @@ def test_linear_collapse(tmp_path):
     assert (tmp_path / "linear_collapse" / "decision_boundaries.png").is_file()
 
 
-def test_xor(tmp_path):
-    m = _run(xor, tmp_path, "--seeds", "4")
+def test_xor(tmp_path, run_experiment):
+    m = run_experiment(xor, "--seeds", "4")
     lr = m["logistic regression"]
     assert lr["max_accuracy"] <= 0.75
     assert lr["min_loss"] >= math.log(2) - 1e-5

@@ -3,22 +3,11 @@ conclusion holds and its key numbers are what the notes predict."""
 
 from __future__ import annotations
 
-import json
-
 from experiments import dropout_ensemble, loss_choice, maxout
 
 
-def _run(module, tmp_path) -> dict:
-    out = tmp_path / module.NAME
-    assert module.main(["--quick", "--out", str(out)]) is True
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["conclusion_held"] and all(metrics["checks"].values())
-    assert list(out.glob("*.png")), "no figure written"
-    return metrics
-
-
-def test_loss_choice(tmp_path):
-    m = _run(loss_choice, tmp_path)
+def test_loss_choice(tmp_path, run_experiment):
+    m = run_experiment(loss_choice)
     mse, ce = m["mse"], m["cross-entropy"]
     assert m["start_output"] > 0.998
     # dL/dz at a = sigmoid(7) for target 0: cross-entropy a - y, squared error 2 (a - y) a (1 - a).
@@ -34,8 +23,8 @@ def test_loss_choice(tmp_path):
     assert mse["train_accuracy"] < 0.6  # still predicting class 1 everywhere
 
 
-def test_dropout_ensemble(tmp_path):
-    m = _run(dropout_ensemble, tmp_path)
+def test_dropout_ensemble(tmp_path, run_experiment):
+    m = run_experiment(dropout_ensemble)
     for form in ("inverted", "classic"):
         r = m[form]
         assert r["agreement_min"] >= 0.97, form
@@ -49,8 +38,8 @@ def test_dropout_ensemble(tmp_path):
         assert r["linear_max_z"] < 5, form
 
 
-def test_maxout(tmp_path):
-    m = _run(maxout, tmp_path)
+def test_maxout(tmp_path, run_experiment):
+    m = run_experiment(maxout)
     for name in ("relu", "leaky_relu", "abs"):
         assert m["reproductions"][name]["exact"], name
     assert m["reproductions"]["relu_2d"]["max_abs_diff"] <= 1e-7

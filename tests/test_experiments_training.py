@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -18,14 +17,8 @@ from experiments import (
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
-def _run(module, tmp_path, *flags) -> dict:
-    out = tmp_path / module.NAME
-    assert module.main(["--quick", *flags, "--out", str(out)]) is True
-    return json.loads((out / "metrics.json").read_text())
-
-
-def test_optimisers(tmp_path):
-    m = _run(optimisers, tmp_path, "--seeds", "2")
+def test_optimisers(tmp_path, run_experiment):
+    m = run_experiment(optimisers, "--seeds", "2")
     sgd = m["sgd"]["final_loss"]
     for name in ("momentum", "nesterov", "adagrad", "rmsprop", "adam"):
         assert m[name]["final_loss"] < sgd, name
@@ -34,8 +27,8 @@ def test_optimisers(tmp_path):
     assert (tmp_path / "optimisers" / "loss_curves.png").is_file()
 
 
-def test_overfitting(tmp_path):
-    m = _run(overfitting, tmp_path, "--seeds", "2")
+def test_overfitting(tmp_path, run_experiment):
+    m = run_experiment(overfitting, "--seeds", "2")
     assert m["none"]["train_accuracy"] >= 0.99
     assert m["none"]["gap"] >= 0.03
     for name in ("l2", "l1", "dropout", "early_stopping"):
@@ -43,8 +36,8 @@ def test_overfitting(tmp_path):
         assert m[name]["test_accuracy"] > 0.85, name
 
 
-def test_handwriting_digits(tmp_path):
-    m = _run(handwriting, tmp_path, "--seeds", "2")
+def test_handwriting_digits(tmp_path, run_experiment):
+    m = run_experiment(handwriting, "--seeds", "2")
     assert m["digits_relu"]["test_accuracy"] >= 0.90
     assert m["digits_sigmoid"]["test_accuracy"] >= 0.60
     assert m["digits_relu"]["misclassified"] == round(
@@ -53,21 +46,21 @@ def test_handwriting_digits(tmp_path):
     assert (tmp_path / "handwriting" / "digits_sigmoid_history.png").is_file()
 
 
-def test_handwriting_mnist(tmp_path):
+def test_handwriting_mnist(tmp_path, run_experiment):
     mnist = DATA / "mnist-t10k"
     if not mnist.is_dir():
         pytest.skip(f"MNIST files not found at {mnist}")
-    m = _run(handwriting, tmp_path, "--seeds", "1", "--mnist-dir", str(mnist))
+    m = run_experiment(handwriting, "--seeds", "1", "--mnist-dir", str(mnist))
     assert m["mnist_relu"]["test_accuracy"] >= 0.85
     assert m["mnist_sigmoid"]["test_accuracy"] >= 0.60
     assert (tmp_path / "handwriting" / "mnist_relu_mistakes.png").is_file()
 
 
-def test_cat_recognition(tmp_path):
+def test_cat_recognition(tmp_path, run_experiment):
     cats = DATA / "catvnoncat"
     if not cats.is_dir():
         pytest.skip(f"cat vs non-cat HDF5 files not found at {cats}")
-    m = _run(cat_recognition, tmp_path, "--seeds", "1", "--data-dir", str(cats))
+    m = run_experiment(cat_recognition, "--seeds", "1", "--data-dir", str(cats))
     for name in ("2-layer", "L-layer"):
         assert m[name]["train_accuracy"] > 0.75, name
         assert m[name]["test_accuracy"] > 0.5, name
@@ -80,8 +73,8 @@ def test_cat_recognition_missing_data(tmp_path):
     assert exit_info.value.code == 2
 
 
-def test_manual_vs_autodiff(tmp_path):
-    m = _run(manual_vs_autodiff, tmp_path)
+def test_manual_vs_autodiff(tmp_path, run_experiment):
+    m = run_experiment(manual_vs_autodiff)
     assert m["worst_rel_error_autodiff"] < 1e-9
     assert {r["group"] for r in m["rows"]} >= {"activation", "loss", "regulariser", "depth"}
     assert m["steps_per_second"]["manual"] > 0 and m["steps_per_second"]["autodiff"] > 0
