@@ -30,7 +30,12 @@ the same ratio for the whole network's logits shows how far the ReLU moves it be
 from __future__ import annotations
 
 import math
+import sys
 import time
+from pathlib import Path
+
+# Run by path, Python puts this script's folder on sys.path, not the root holding `experiments`.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import jax
 import jax.numpy as jnp

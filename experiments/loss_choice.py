@@ -24,7 +24,12 @@ as Adam rescales every gradient to a similar step size and would hide the differ
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
+
+# Run by path, Python puts this script's folder on sys.path, not the root holding `experiments`.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import jax
 import jax.numpy as jnp

@@ -18,7 +18,12 @@ which a sigmoid's never are.
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
+
+# Run by path, Python puts this script's folder on sys.path, not the root holding `experiments`.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import jax
 import jax.numpy as jnp
