@@ -5,6 +5,10 @@ step dZ = dA * g'(Z). Element-wise activations also expose ``derivative(z, a) ->
 softmax is not element-wise, so its ``vjp`` applies the full Jacobian. Derivatives
 receive both ``z`` and ``a = fn(z)`` so that formulas like sigmoid' = a(1 - a) reuse the
 forward value instead of recomputing it. Nothing here calls ``jax.grad``.
+
+Non-finite inputs are never hidden: g(NaN) = NaN for every activation (softmax: the whole
+row), and g(+-inf) is g's limit where the formula reaches it (relu(-inf) = 0, sigmoid(inf) =
+1, elu(-inf) = -alpha); swish and gelu give NaN at -inf (-inf * 0), as ``jax.nn`` does.
 """
 
 from __future__ import annotations
@@ -98,8 +102,11 @@ sigmoid = elementwise("sigmoid", _sigmoid, lambda z, a: a * (1.0 - a))
 tanh = elementwise("tanh", jnp.tanh, lambda z, a: 1.0 - a * a)
 relu = elementwise(
     "relu",
-    lambda z: jnp.where(z > 0, z, jnp.zeros_like(z)),
-    lambda z, a: (z > 0).astype(z.dtype),
+    # Tested as z <= 0 (not z > 0) so that NaN, for which every comparison is False, takes
+    # the z branch and propagates instead of becoming 0; jax.grad then gives 1 at NaN, as
+    # the derivative below does.
+    lambda z: jnp.where(z <= 0, jnp.zeros_like(z), z),
+    lambda z, a: jnp.where(z <= 0, 0.0, 1.0).astype(z.dtype),
     kink="z = 0: derivative taken as 0 (as jax.nn.relu does)",
 )
 softplus = elementwise("softplus", _softplus, lambda z, a: _sigmoid(z))

@@ -144,6 +144,43 @@ def test_kink_conventions_are_stated_and_agree_with_jax():
     assert all(auto == manual for auto, manual in got.values()), got
 
 
+# g(NaN), g(+inf), g(-inf), written out by hand from each g's limits (swish and gelu: -inf * 0).
+NON_FINITE = {
+    "identity": (np.nan, np.inf, -np.inf),
+    "sigmoid": (np.nan, 1.0, 0.0),
+    "tanh": (np.nan, 1.0, -1.0),
+    "relu": (np.nan, np.inf, 0.0),
+    "leaky_relu": (np.nan, np.inf, -np.inf),
+    "leaky_relu(0.2)": (np.nan, np.inf, -np.inf),
+    "elu": (np.nan, np.inf, -1.0),
+    "elu(0.5)": (np.nan, np.inf, -0.5),
+    "softplus": (np.nan, np.inf, 0.0),
+    "swish": (np.nan, np.inf, np.nan),
+    "gelu": (np.nan, np.inf, np.nan),
+}
+
+
+def test_nan_propagates_and_inf_gives_the_limit_with_derivatives_as_jax_grad():
+    @jax.jit
+    def values_and_derivatives(z):
+        return {
+            n: (a.fn(z), derivative_of(a)(z), jax.vmap(jax.grad(a.fn))(z))
+            for n, a in ELEMENTWISE.items()
+        }
+
+    z = jnp.array([np.nan, np.inf, -np.inf])
+    assert set(NON_FINITE) == set(ELEMENTWISE)
+    for name, (value, manual, auto) in values_and_derivatives(z).items():
+        np.testing.assert_array_equal(value, NON_FINITE[name], err_msg=name)
+        # NaN where jax.grad has NaN: assert_array_equal counts NaN == NaN.
+        np.testing.assert_array_equal(manual, auto, err_msg=name)
+    # softmax: a NaN or +inf logit turns its whole row into NaN, as jax.nn.softmax does.
+    rows = jnp.array([[np.nan, 0.0, 1.0], [np.inf, 0.0, 1.0], [-np.inf, 0.0, 0.0]])
+    got = np.asarray(activations.softmax.fn(rows))
+    assert np.isnan(got[:2]).all()
+    np.testing.assert_array_equal(got[2], [0.0, 0.5, 0.5])
+
+
 def test_notes_sigmoid_layer_golden_value():
     """sigma([[1, -2], [-1, 1]] @ [1, -1] + [1, 0]) = [0.98, 0.12] in the notes.
 
