@@ -1,6 +1,14 @@
 """nnfun: functional neural networks on JAX with hand-written derivatives and backprop."""
 
-from nnfun import activations, data, gradcheck, initializers, losses, train
+from nnfun import activations, callbacks, data, gradcheck, initializers, losses, metrics, train
+from nnfun.callbacks import (
+    Callback,
+    CSVLogger,
+    EarlyStopping,
+    History,
+    ModelCheckpoint,
+    TerminateOnNaN,
+)
 from nnfun.layers import (
     Activation,
     BatchNorm,
@@ -12,27 +20,37 @@ from nnfun.layers import (
     PReLU,
     RReLU,
 )
-from nnfun.network import Sequential
-from nnfun.train import Config, EarlyStopping, TrainState
+from nnfun.model import Sequential, set_random_seed
+from nnfun.network import Network
+from nnfun.train import Config, TrainState
 
 __all__ = [
     "Activation",
     "BatchNorm",
+    "CSVLogger",
+    "Callback",
     "Config",
     "Dense",
     "Dropout",
     "EarlyStopping",
     "Flatten",
+    "History",
     "Layer",
     "Maxout",
+    "ModelCheckpoint",
+    "Network",
     "PReLU",
     "RReLU",
     "Sequential",
+    "TerminateOnNaN",
     "TrainState",
     "activations",
+    "callbacks",
     "data",
     "gradcheck",
     "initializers",
     "losses",
+    "metrics",
+    "set_random_seed",
     "train",
 ]

@@ -77,7 +77,7 @@ def main(argv=None) -> float:
 
     from nnfun import plotting
 
-    plotting.history(history, args.out / "history.png", title="digits")
+    plotting.history(history.history, args.out / "history.png", title="digits")
     predicted = model.predict(split.x_test).argmax(-1)
     wrong = np.flatnonzero(predicted != split.y_test)[:24]
     plotting.image_grid(
