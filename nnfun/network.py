@@ -1,11 +1,11 @@
-"""Sequential: a network as pure functions of a parameter pytree.
+"""Network: a stack of layers as pure functions of a parameter pytree.
 
 ``params`` is a list with one dict per layer (``{"W": ..., "b": ...}``, ``{}`` for layers
 without parameters); ``state`` is a list of the same length holding non-parameter state
 (BatchNorm's running statistics). ``forward`` keeps each layer's cache and ``backward``
 runs the chain rule through the layers in reverse: the manual backprop that
-``jax.grad(net.loss)`` referees. The Keras-style methods (``compile``/``fit``/...) are a thin
-face over :mod:`nnfun.train`.
+``jax.grad(net.loss)`` referees. Nothing here knows about training: the Keras-style face
+(``compile``/``fit``/...) is :class:`nnfun.model.Sequential`, a subclass.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class Aux(NamedTuple):
     state: list[dict[str, Array]]
 
 
-class Sequential:
+class Network:
     """A stack of layers. ``x`` is (batch, *input_shape); batch is always the leading axis."""
 
     def __init__(self, layers=(), input_shape: int | tuple[int, ...] | None = None):
@@ -38,11 +38,8 @@ class Sequential:
         self._input_shape = None if input_shape is None else _as_shape(input_shape)
         for layer in layers:
             self.add(layer)
-        self.compiled = None  # set by compile(): the Keras-style face's configuration
-        self.state = None  # set by fit(): the last TrainState
-        self.history: dict[str, list[float]] = {}
 
-    def add(self, layer: Layer) -> Sequential:
+    def add(self, layer: Layer) -> Network:
         """Appends a layer (Keras style); returns the network."""
         if not isinstance(layer, Layer):
             raise TypeError(f"layer: expected an nnfun layer such as Dense, got {layer!r}")
@@ -50,7 +47,7 @@ class Sequential:
         return self
 
     def __repr__(self):
-        return f"Sequential([{', '.join(map(str, self.layers))}])"
+        return f"{type(self).__name__}([{', '.join(map(str, self.layers))}])"
 
     # ---- shapes -----------------------------------------------------------------------
     @property
@@ -253,38 +250,6 @@ class Sequential:
     def manual_grad(self, params, x, y, *, loss, **kwargs) -> Params:
         """dJ/dparams by the hand-written backward pass (same structure as params)."""
         return self.value_and_manual_grad(params, x, y, loss=loss, **kwargs)[1]
-
-    # ---- the Keras-style face (a thin layer over nnfun.train) ---------------------------
-    def compile(self, loss="categorical_crossentropy", optimizer="adam", metrics=(), **config):
-        """Chooses loss, optimiser and metrics for ``fit``/``evaluate`` (Keras style)."""
-        from nnfun import train
-
-        self.compiled = train.Config.make(loss=loss, optimizer=optimizer, metrics=metrics, **config)
-        return self
-
-    def fit(self, x, y, **kwargs):
-        """Trains from the current state (or a fresh one); returns the history dict."""
-        from nnfun import train
-
-        self.state, self.history = train.fit(self, x, y, state=self.state, **kwargs)
-        return self.history
-
-    def evaluate(self, x, y, **kwargs) -> list[float]:
-        """[loss, *metrics] on (x, y) in evaluation mode."""
-        from nnfun import train
-
-        return train.evaluate(self, self._require_state(), x, y, **kwargs)
-
-    def predict(self, x, **kwargs) -> np.ndarray:
-        """Network outputs for x in evaluation mode, as a NumPy array."""
-        from nnfun import train
-
-        return train.predict(self, self._require_state(), x, **kwargs)
-
-    def _require_state(self):
-        if self.state is None:
-            raise ValueError("model: not trained yet; call compile() and fit() first")
-        return self.state
 
 
 def _as_shape(shape: Any) -> tuple[int, ...]:
