@@ -199,14 +199,18 @@ class Network:
         return self._objective(params, x, y, loss=loss, **kwargs)[0]
 
     def penalty(self, params, *, l1=0.0, l2=0.0) -> Array:
-        """l2/2 sum W^2 + l1 sum |W| over the weights (not biases) of every layer."""
+        """l2/2 sum W^2 + l1 sum |W| over the weights (not biases) of every layer.
+
+        |W| is written sign(W) W so that jax.grad gives the subgradient sign(0) = 0 at W = 0,
+        the manual gradient's convention (jax.grad of abs gives 1 there).
+        """
         total = 0.0
         if not (_nonzero(l1) or _nonzero(l2)):
             return total
         for layer, p in zip(self.layers, params, strict=True):
             for name in layer.regularized:
                 w = p[name]
-                total = total + 0.5 * l2 * jnp.sum(w * w) + l1 * jnp.sum(jnp.abs(w))
+                total = total + 0.5 * l2 * jnp.sum(w * w) + l1 * jnp.sum(jnp.sign(w) * w)
         return total
 
     # ---- the manual backward pass -----------------------------------------------------
