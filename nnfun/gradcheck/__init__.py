@@ -1,0 +1,55 @@
+"""Gradient checking: hand-written derivatives against jax.grad and central differences.
+
+Point it at your own code: ``check(loss_fn, params, grads)`` compares any gradient pytree
+with ``jax.grad(loss_fn)`` and with finite differences and reports per leaf (``[1]['b']``:
+layer 1's bias) the error max|manual - ref| / max(max|ref|, floor) and the worst element;
+``check_network`` adds a layer-by-layer check that names the first piece of the backward
+pass that disagrees; ``check_activation``, ``check_loss`` and ``check_layer`` check one
+piece at a time, and ``python -m nnfun.gradcheck FILE.py`` checks those defined in a file.
+Finite differences skip elements on a kink (ReLU at 0, a maxout tie, |w| at 0), found
+element by element. Checks run in float64 on the CPU whatever the default device.
+Stochastic code must use the same key on every evaluation (close over it).
+
+Inside ``jit`` (checked training): ``leaf_errors(manual, reference)`` gives the same error
+per leaf as an array, to compare with ``tolerance(dtype)``.
+"""
+
+from nnfun.gradcheck.errors import (
+    GradCheck,
+    LeafError,
+    Report,
+    compare,
+    leaf_errors,
+    leaf_names,
+    tolerance,
+)
+from nnfun.gradcheck.network_check import NetworkCheck, PieceCheck, check_network
+from nnfun.gradcheck.pieces import (
+    check,
+    check_activation,
+    check_derivative,
+    check_layer,
+    check_loss,
+    check_vjp,
+    finite_differences,
+)
+
+__all__ = [
+    "GradCheck",
+    "LeafError",
+    "NetworkCheck",
+    "PieceCheck",
+    "Report",
+    "check",
+    "check_activation",
+    "check_derivative",
+    "check_layer",
+    "check_loss",
+    "check_network",
+    "check_vjp",
+    "compare",
+    "finite_differences",
+    "leaf_errors",
+    "leaf_names",
+    "tolerance",
+]
