@@ -83,6 +83,12 @@ def check_instance(name: str, value: Any, kind: type, hint: str) -> None:
 
 
 # ---- arrays -----------------------------------------------------------------------------
+def _is_numeric(dtype) -> bool:
+    """Bool, integer or real floating, ml_dtypes' bfloat16/float8 included (NumPy gives them
+    kind "V", so a test of ``dtype.kind`` would refuse them)."""
+    return any(jnp.issubdtype(dtype, kind) for kind in (jnp.bool_, jnp.integer, jnp.floating))
+
+
 def check_array(name: str, value: Any) -> Array:
     """A numeric (bool, integer or real floating) array; strings, objects, complex refused."""
     if value is None or isinstance(value, (str, bytes)):
@@ -92,8 +98,7 @@ def check_array(name: str, value: Any) -> Array:
             value = np.asarray(value)
         except (ValueError, TypeError) as e:  # ragged nested lists
             raise ValueError(f"{name}: expected a rectangular numeric array, got {e}") from e
-    kind = np.dtype(value.dtype).kind if not isinstance(value, jax.core.Tracer) else "f"
-    if kind not in "biuf":
+    if not _is_numeric(value.dtype):
         raise TypeError(
             f"{name}: expected a numeric array (bool, int or float), got dtype {value.dtype}"
         )
@@ -270,9 +275,7 @@ def check_loss_args(pred, y, weights=None) -> None:
     for name, a in (("pred", pred), ("y", y)):
         if not hasattr(a, "shape") or not hasattr(a, "dtype"):
             raise TypeError(f"{name}: expected an array, got {_describe(a)}")
-        if isinstance(a, jax.core.Tracer):
-            continue
-        if np.dtype(a.dtype).kind not in "biuf":
+        if not _is_numeric(a.dtype):
             raise TypeError(f"{name}: expected a numeric array, got dtype {a.dtype}")
     if not jnp.issubdtype(pred.dtype, jnp.floating):
         raise TypeError(f"pred: expected a floating array (batch, outputs), got {pred.dtype}")

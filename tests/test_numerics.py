@@ -35,3 +35,28 @@ def test_one_nan_weight_reaches_the_output_through_relu():
     params[0]["W"] = params[0]["W"].at[0, 0].set(jnp.nan)
     x = jnp.asarray(np.random.default_rng(0).normal(size=(6, 3)), jnp.float32)
     assert bool(jnp.all(jnp.isnan(net.apply(params, x))))
+
+
+def _small_net():
+    return nnfun.Sequential([Dense(4, "tanh", input_dim=3), Dense(3, "softmax")])
+
+
+def test_bfloat16_arrays_work_in_eager_calls_as_under_jit():
+    """NumPy gives bfloat16 dtype kind "V": a kind test refused it in every eager call."""
+    net = _small_net()
+    params = net.init(jax.random.key(0))
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(8, 3)), jnp.float32)
+    y = jnp.asarray(rng.integers(0, 3, 8))
+    x16 = x.astype(jnp.bfloat16)
+    eager = net.apply(params, x16)
+    np.testing.assert_array_equal(eager, jax.jit(net.apply)(params, x16))
+    loss = "categorical_crossentropy"
+    value = net.loss(params, x, y, loss=loss, compute_dtype="bfloat16")
+    jitted = jax.jit(lambda p, x, y: net.loss(p, x, y, loss=loss, compute_dtype="bfloat16"))
+    np.testing.assert_allclose(value, jitted(params, x, y), rtol=1e-6)  # XLA may fuse
+    # The checks still run on bfloat16 values, and still refuse what is not real numbers.
+    with pytest.raises(ValueError, match=r"x: expected finite values, got 1 NaN .*\(2, 1\)"):
+        net.apply(params, x16.at[2, 1].set(jnp.nan))
+    with pytest.raises(TypeError, match="x: expected a numeric array .* got dtype complex64"):
+        net.apply(params, x.astype(jnp.complex64))
