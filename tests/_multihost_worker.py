@@ -1,0 +1,274 @@
+"""One process of a multi-process JAX run on CPU, for tests/test_multihost.py.
+
+Run as N processes (one per simulated host), each with its own CPU devices:
+
+    python tests/_multihost_worker.py --process-id I --num-processes N --port P --devices D \
+        --scenario replicate,step,... --out DIR [--checkpoint-in DIR]
+
+Each scenario writes ``DIR/{scenario}.{I}.json``; an unexpected error writes
+``DIR/{scenario}.{I}.error`` and exits 1 (the launcher then ends the other processes, which
+may be waiting in a collective). With N = 1 no coordinator is started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+
+SAMPLES, VALIDATION, FEATURES, CLASSES = 200, 40, 6, 3
+
+
+def parse(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--process-id", type=int, required=True)
+    parser.add_argument("--num-processes", type=int, required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--devices", type=int, required=True)
+    parser.add_argument("--scenario", required=True, help="comma-separated, run in order")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--checkpoint-in", type=Path, help="a checkpoint another run wrote")
+    return parser.parse_args(argv)
+
+
+def data_set(n: int, seed: int):
+    """The same samples on every process: each then keeps its own rows."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, FEATURES)).astype(np.float32)
+    y = (x[:, :2].sum(1) > 0).astype(np.int32) + (x[:, 2] > 0.5).astype(np.int32)
+    return x, y
+
+
+def network_and_config():
+    import nnfun
+
+    net = nnfun.Sequential(
+        [nnfun.Dense(16, "tanh", input_dim=FEATURES), nnfun.Dense(CLASSES, "softmax")]
+    )
+    return net, nnfun.Config.make("categorical_crossentropy", "adam", ["accuracy"])
+
+
+def fresh_state(seed: int):
+    from nnfun import train
+
+    net, config = network_and_config()
+    return train.init_state(net, config, __import__("jax").random.key(seed))
+
+
+def tolist(tree):
+    import jax
+    import numpy as np
+
+    return [np.asarray(leaf).tolist() for leaf in jax.tree.leaves(tree)]
+
+
+# ---- scenarios: each returns what the test compares ------------------------------------------
+def scenario_replicate(args, mesh):
+    """A state replicated over every process's devices, read back on each."""
+    import jax
+    import numpy as np
+
+    from nnfun import parallel
+
+    host = fresh_state(1)
+    state = parallel.replicate(host, mesh)
+    again = parallel.replicate(state, mesh)  # already placed: kept as is
+    back = parallel.fetch(state)
+    leaves = [x for x in jax.tree.leaves(state) if not parallel._is_key(x)]
+    return {
+        "replicated": all(x.sharding.is_fully_replicated for x in jax.tree.leaves(state)),
+        "devices": sorted({len(x.sharding.device_set) for x in jax.tree.leaves(state)}),
+        "addressable": any(x.is_fully_addressable for x in leaves),
+        "same_object": all(
+            a is b for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(again), strict=True)
+        ),
+        "max_diff": max(
+            float(np.max(np.abs(np.asarray(a) - np.asarray(b)), initial=0.0))
+            for a, b in zip(jax.tree.leaves(host.params), jax.tree.leaves(back.params), strict=True)
+        ),
+        "key_equal": bool(
+            np.array_equal(jax.random.key_data(back.key), jax.random.key_data(host.key))
+        ),
+        "key_typed": parallel._is_key(back.key),
+        "params": tolist(back.params),
+    }
+
+
+def scenario_step(args, mesh):
+    """Global data from each process's rows; one jitted training step and a global mean."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from nnfun import parallel, train
+
+    x_all, y_all = data_set(SAMPLES, 0)
+    x_local, y_local = parallel.local_rows((x_all, y_all))
+    x, y = parallel.shard_host_data((x_local, y_local), mesh)
+    net, config = network_and_config()
+    state = parallel.replicate(fresh_state(2), mesh)
+    step = jax.jit(lambda s, a, b: train.train_step(net, config, s, a, b))
+    new, metrics = step(state, x, y)
+    mean = jax.jit(lambda a: jnp.mean(a, 0))(x)
+    return {
+        "global_shape": list(x.shape),
+        "local_rows": int(x_local.shape[0]),
+        "x_sharded": not x.sharding.is_fully_replicated,
+        "x_equals_all_rows": bool(np.array_equal(parallel.fetch(x), x_all[: x.shape[0]])),
+        "mean": parallel.fetch(mean).tolist(),
+        "loss": float(parallel.fetch(metrics["loss"])),
+        "params": tolist(parallel.fetch(new.params)),
+        "params_replicated": all(a.sharding.is_fully_replicated for a in jax.tree.leaves(new)),
+    }
+
+
+def scenario_n_local(args, mesh):
+    """Process i passes 4 + 2i rows: every process must raise, none may hang."""
+    import numpy as np
+
+    from nnfun import parallel
+
+    rows = 4 + 2 * args.process_id
+    try:
+        parallel.shard_host_data(np.zeros((rows, FEATURES), np.float32), mesh)
+    except ValueError as e:
+        return {"error": str(e)}
+    return {"error": None}
+
+
+def scenario_check_all(args, mesh):
+    """An error only the last process sees is raised on all; all-ok raises nowhere."""
+    from nnfun import parallel
+
+    parallel.check_on_all_processes(True, "")
+    last = args.process_id == args.num_processes - 1
+    try:
+        parallel.check_on_all_processes(not last, f"data file of process {args.process_id} bad")
+    except ValueError as e:
+        return {"error": str(e)}
+    return {"error": None}
+
+
+def scenario_checkpoint(args, mesh):
+    """Restores the checkpoint another run wrote, then writes this run's own."""
+    import jax
+
+    from nnfun import parallel
+
+    out = {}
+    if args.checkpoint_in is not None:
+        restored, metadata = parallel.restore_checkpoint(args.checkpoint_in, fresh_state(0), mesh)
+        out["restored_params"] = tolist(parallel.fetch(restored.params))
+        out["restored_key"] = tolist(jax.random.key_data(parallel.fetch(restored.key)))
+        out["restored_metadata"] = metadata
+        out["restored_replicated"] = all(
+            a.sharding.is_fully_replicated and len(a.sharding.device_set) == len(jax.devices())
+            for a in jax.tree.leaves(restored)
+        )
+    state = parallel.replicate(fresh_state(10 + args.num_processes), mesh)
+    directory = args.out / "checkpoint"
+    parallel.save_checkpoint(directory, 3, state, metadata={"writer": jax.process_count()})
+    out["latest"] = parallel.latest_checkpoint_step(directory)
+    out["written_params"] = tolist(parallel.fetch(state.params))
+    return out
+
+
+def scenario_fit(args, mesh):
+    """The README pod recipe with validation, early stopping, evaluate, predict and
+    checkpoints; then a run stopped after a checkpoint and resumed against one that was not."""
+    import jax
+    import numpy as np
+
+    import nnfun
+    from nnfun import parallel
+
+    x_all, y_all = data_set(SAMPLES, 0)
+    xv_all, yv_all = data_set(VALIDATION, 1)
+    net, config = network_and_config()
+    # -- the README recipe --------------------------------------------------------------
+    mesh = parallel.data_mesh()  # spans all hosts' devices
+    x_local, y_local = parallel.local_rows((x_all, y_all))  # this host's share
+    x, y = parallel.shard_host_data((x_local, y_local), mesh)  # same n_local on every host
+    val = parallel.shard_host_data(parallel.local_rows((xv_all, yv_all)), mesh)
+    state, history = nnfun.train.fit(
+        net,
+        x,
+        y,
+        config=config,
+        key=jax.random.key(3),
+        epochs=5,
+        batch_size=16,
+        validation_data=val,
+        # val_loss falls about 0.04 an epoch: no epoch after the first improves by 0.1,
+        # so every layout stops after epoch 3 and returns epoch 1's state.
+        early_stopping=nnfun.EarlyStopping(patience=2, min_delta=0.1),
+        checkpoint_dir=args.out / "fit_checkpoints",
+        mesh=mesh,
+    )
+    # ---------------------------------------------------------------------------------
+    evaluated = nnfun.train.evaluate(net, state, *val, config=config)
+    predicted = parallel.fetch(nnfun.train.predict(net, state, val[0], as_numpy=False))
+
+    def run(epochs, checkpoint_dir=None):
+        kw = dict(config=config, key=jax.random.key(4), batch_size=16, mesh=mesh)
+        return nnfun.train.fit(net, x, y, epochs=epochs, checkpoint_dir=checkpoint_dir, **kw)
+
+    whole, whole_history = run(3)
+    run(2, args.out / "resume")  # stopped after its epoch-2 checkpoint...
+    resumed, resumed_history = run(3, args.out / "resume")  # ...and started again
+    return {
+        "history": {k: v for k, v in history.items() if k != "stopped"},
+        "stopped": history.get("stopped"),
+        "evaluate": [float(v) for v in evaluated],
+        "predict": np.asarray(predicted).tolist(),
+        "params": tolist(parallel.fetch(state.params)),
+        "whole_loss": whole_history["loss"],
+        "resumed_loss": resumed_history["loss"],
+        "whole_params": tolist(parallel.fetch(whole.params)),
+        "resumed_params": tolist(parallel.fetch(resumed.params)),
+    }
+
+
+SCENARIOS = {
+    name[len("scenario_") :]: f for name, f in globals().items() if name[:9] == "scenario_"
+}
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    # Before JAX starts: its CPU device count is fixed at start-up.
+    os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices}"
+    os.environ["JAX_PLATFORMS"] = "cpu"
+    import jax
+
+    from nnfun import parallel
+
+    if args.num_processes > 1:
+        parallel.initialize(
+            coordinator_address=f"localhost:{args.port}",
+            num_processes=args.num_processes,
+            process_id=args.process_id,
+            initialization_timeout=60,
+        )
+    assert jax.process_count() == args.num_processes, jax.process_count()
+    mesh = parallel.data_mesh()
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name in args.scenario.split(","):
+        try:
+            result = SCENARIOS[name](args, mesh)
+        except Exception:
+            (args.out / f"{name}.{args.process_id}.error").write_text(traceback.format_exc())
+            traceback.print_exc()
+            sys.stdout.flush()
+            os._exit(1)  # skip jax's shutdown: the other processes may never reach theirs
+        (args.out / f"{name}.{args.process_id}.json").write_text(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
