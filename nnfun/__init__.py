@@ -1,6 +1,17 @@
 """nnfun: functional neural networks on JAX with hand-written derivatives and backprop."""
 
-from nnfun import activations, callbacks, data, gradcheck, initializers, losses, metrics, train
+from nnfun import (
+    activations,
+    callbacks,
+    data,
+    gradcheck,
+    initializers,
+    losses,
+    metrics,
+    regularizers,
+    saving,
+    train,
+)
 from nnfun.callbacks import (
     Callback,
     CSVLogger,
@@ -15,6 +26,7 @@ from nnfun.layers import (
     Dense,
     Dropout,
     Flatten,
+    Input,
     Layer,
     Maxout,
     PReLU,
@@ -22,6 +34,7 @@ from nnfun.layers import (
 )
 from nnfun.model import Sequential, set_random_seed
 from nnfun.network import Network
+from nnfun.saving import load_model, register
 from nnfun.train import Config, TrainState
 
 __all__ = [
@@ -35,6 +48,7 @@ __all__ = [
     "EarlyStopping",
     "Flatten",
     "History",
+    "Input",
     "Layer",
     "Maxout",
     "ModelCheckpoint",
@@ -50,7 +64,11 @@ __all__ = [
     "gradcheck",
     "initializers",
     "losses",
+    "load_model",
     "metrics",
+    "register",
+    "regularizers",
+    "saving",
     "set_random_seed",
     "train",
 ]

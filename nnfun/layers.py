@@ -18,7 +18,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from nnfun import activations, initializers
+from nnfun import activations, initializers, regularizers
 
 Array = jax.Array
 Params = dict[str, Array]
@@ -30,6 +30,8 @@ class Layer:
     stochastic = False  # needs a key in training
     regularized: tuple[str, ...] = ()  # params that L1/L2 penalise
     input_dim: int | None = None
+    input_shape: tuple[int, ...] | None = None  # Keras's input_shape= on a first layer
+    kernel_regularizer: regularizers.L1L2 | None = None  # a per-layer penalty on `regularized`
 
     def init(self, key, in_shape, dtype=jnp.float32) -> Params:
         return {}
@@ -69,15 +71,72 @@ def _check_inits(layer: Any) -> None:
             raise ValueError(f"{type(layer).__name__}: {name}: {e}") from None
 
 
+def _shape_arg(layer: Any, name: str, shape: Any) -> tuple[int, ...]:
+    """A per-sample shape given as an int or a sequence of positive ints."""
+    dims = (shape,) if isinstance(shape, int) else shape
+    try:
+        dims = tuple(dims)
+        ok = all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims)
+    except TypeError:
+        ok = False
+    if not ok or not dims:
+        raise ValueError(f"{layer}: {name}: expected a tuple of positive ints, got {shape!r}")
+    return dims
+
+
+def _keras_arguments(layer: Any) -> None:
+    """Resolves Keras's argument names onto nnfun's: kernel_initializer / bias_initializer
+    are aliases of kernel_init / bias_init (both read the same afterwards), input_shape=(n,)
+    sets input_dim=n, kernel_regularizer is looked up (nnfun.regularizers)."""
+    name = type(layer).__name__
+    fields = type(layer).__dataclass_fields__
+    for keras, own in (("kernel_initializer", "kernel_init"), ("bias_initializer", "bias_init")):
+        value, current = getattr(layer, keras), getattr(layer, own)
+        if value is not None:
+            if current != fields[own].default and current != value:
+                raise ValueError(
+                    f"{name}: {keras}: {own} is its alias; give one of them, got "
+                    f"{keras}={value!r} and {own}={current!r}"
+                )
+            object.__setattr__(layer, own, value)
+        object.__setattr__(layer, keras, getattr(layer, own))
+    try:
+        object.__setattr__(layer, "kernel_regularizer", regularizers.get(layer.kernel_regularizer))
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"{name}: {e}") from None
+    if layer.input_shape is not None:
+        shape = _shape_arg(name, "input_shape", layer.input_shape)
+        if len(shape) != 1:
+            raise ValueError(
+                f"{name}: input_shape: expected (features,), got {shape}; put "
+                f"Flatten(input_shape={shape}) first"
+            )
+        if layer.input_dim is not None and layer.input_dim != shape[0]:
+            raise ValueError(
+                f"{name}: input_shape={shape} and input_dim={layer.input_dim} disagree"
+            )
+        object.__setattr__(layer, "input_shape", shape)
+        object.__setattr__(layer, "input_dim", shape[0])
+
+
 @dataclass(frozen=True)
 class Dense(Layer):
-    """Fully connected layer a = g(x @ W + b); x (batch, in), W (in, units), b (units,)."""
+    """Fully connected layer a = g(x @ W + b); x (batch, in), W (in, units), b (units,).
+
+    Keras's names work too: ``kernel_initializer`` / ``bias_initializer`` (aliases of
+    ``kernel_init`` / ``bias_init``), ``input_shape=(in,)`` (sets ``input_dim``) and
+    ``kernel_regularizer`` (``nnfun.regularizers.l2(1e-4)``: a penalty on this layer's W).
+    """
 
     units: int
     activation: str | activations.Activation | None = None
     input_dim: int | None = None
     kernel_init: Any = "glorot_uniform"
     bias_init: Any = "zeros"
+    kernel_initializer: Any = None
+    bias_initializer: Any = None
+    kernel_regularizer: Any = None
+    input_shape: tuple[int, ...] | None = None
 
     regularized = ("W",)
 
@@ -85,6 +144,7 @@ class Dense(Layer):
         if not isinstance(self.units, int) or isinstance(self.units, bool) or self.units < 1:
             raise ValueError(f"Dense: units: expected a positive int, got {self.units!r}")
         activations.get(self.activation)
+        _keras_arguments(self)
         _check_inits(self)
 
     @property
@@ -335,7 +395,17 @@ class BatchNorm(Layer):
 
 @dataclass(frozen=True)
 class Flatten(Layer):
-    """(batch, d1, d2, ...) -> (batch, d1 * d2 * ...), e.g. 64x64x3 images -> 12288."""
+    """(batch, d1, d2, ...) -> (batch, d1 * d2 * ...), e.g. 64x64x3 images -> 12288.
+
+    ``input_shape=(d1, d2, ...)`` declares the network's input on a first layer (Keras)."""
+
+    input_shape: tuple[int, ...] | None = None
+
+    def __post_init__(self):
+        if self.input_shape is not None:
+            object.__setattr__(
+                self, "input_shape", _shape_arg("Flatten", "input_shape", self.input_shape)
+            )
 
     def __str__(self):
         return "Flatten"
@@ -369,3 +439,15 @@ class Activation(Layer):
     def backward(self, params, cache, dy):
         z, a = cache
         return {}, activations.get(self.activation).vjp(z, a, dy)
+
+
+@dataclass(frozen=True)
+class Input:
+    """Not a layer: ``Sequential([Input(shape=(64,)), Dense(...)])`` declares the per-sample
+    input shape, as ``keras.Input``; it must come first and adds no layer."""
+
+    shape: tuple[int, ...]
+    name: str | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "shape", _shape_arg("Input", "shape", self.shape))

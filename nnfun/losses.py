@@ -126,6 +126,9 @@ LOSSES: dict[str, Loss] = {
     )
 }
 LOSSES["mse"] = mean_squared_error
+# Keras's name for integer labels: the same record (targets_like one-hots them), so the
+# softmax fusion still applies.
+LOSSES["sparse_categorical_crossentropy"] = categorical_crossentropy
 
 # (output activation, loss) -> the same loss computed from the pre-activation z.
 FUSED: dict[tuple[str, str], Loss] = {

@@ -183,3 +183,145 @@ class Sequential(Network):
         """Network outputs for x in evaluation mode, as a NumPy array (batch, outputs)."""
         self._build_for(x)
         return fitting.predict(self, self.state, x, batch_size=batch_size)
+
+    # ---- inspection, weights and saving (Keras's names) -------------------------------------
+    def _layer_names(self) -> list[str]:
+        """Keras-style names: the class in snake_case, numbered from the second of a kind."""
+        names, seen = [], {}
+        for layer in self.layers:
+            base = _snake(type(layer).__name__)
+            count = seen.get(base, 0)
+            seen[base] = count + 1
+            names.append(base if count == 0 else f"{base}_{count}")
+        return names
+
+    def _weights(self) -> list[tuple[int, str, str, jax.Array]]:
+        """(layer index, "params"/"state", leaf name, array) in Keras's order: per layer its
+        trainable weights (kernel W then bias b; BatchNorm gamma, beta), then its
+        non-trainable ones (BatchNorm moving mean, moving variance)."""
+        self.build()
+        out = []
+        for i, (p, s) in enumerate(zip(self.state.params, self.state.model_state, strict=True)):
+            out += [(i, "params", k, p[k]) for k in sorted(p, key=_keras_rank)]
+            out += [(i, "state", k, s[k]) for k in sorted(s, key=_keras_rank)]
+        return out
+
+    def count_params(self) -> int:
+        """Number of weights, trainable and not (BatchNorm statistics count), as Keras."""
+        return sum(int(np.size(a)) for *_, a in self._weights())
+
+    def summary(self, print_fn=print) -> None:
+        """Prints each layer (Keras-style name and type), its output shape and parameter
+        count, then the totals: trainable, non-trainable (BatchNorm statistics), all.
+        ``print_fn`` is called once per line. Builds the model if needed."""
+        weights = self._weights()
+        counts = [[0, 0] for _ in self.layers]
+        for i, kind, _, a in weights:
+            counts[i][kind == "state"] += int(np.size(a))
+        trainable = sum(c[0] for c in counts)
+        frozen = sum(c[1] for c in counts)
+        nbytes = {0: 0, 1: 0}
+        for _, kind, _, a in weights:
+            nbytes[kind == "state"] += int(np.size(a)) * np.dtype(a.dtype).itemsize
+        rows = [
+            (f"{name} ({type(layer).__name__})", "(None, " + ", ".join(map(str, shape)) + ")",
+             f"{sum(c):,}")
+            for name, layer, shape, c in zip(self._layer_names(), self.layers,
+                                             self.shapes()[1:], counts, strict=True)
+        ]  # fmt: skip
+        widths = [
+            max(least, len(h), *(len(r[j]) for r in rows)) + 2
+            for j, (h, least) in enumerate(zip(_HEADER, (28, 24, 10), strict=True))
+        ]
+        line = lambda cells: " " + "".join(c.ljust(w) for c, w in zip(cells, widths, strict=True))  # noqa: E731
+        rule = sum(widths) + 1
+        print_fn(f'Model: "{self.name}"')
+        print_fn("_" * rule)
+        print_fn(line(_HEADER).rstrip())
+        print_fn("=" * rule)
+        for row in rows:
+            print_fn(line(row).rstrip())
+        print_fn("=" * rule)
+        total_bytes = nbytes[0] + nbytes[1]
+        print_fn(f"Total params: {trainable + frozen:,} ({_readable(total_bytes)})")
+        print_fn(f"Trainable params: {trainable:,} ({_readable(nbytes[0])})")
+        print_fn(f"Non-trainable params: {frozen:,} ({_readable(nbytes[1])})")
+        print_fn("_" * rule)
+
+    def get_weights(self) -> list[np.ndarray]:
+        """Copies of the weights as NumPy arrays in Keras's order: per layer W (in, out) then
+        b; BatchNorm gamma, beta, moving mean, moving variance. Builds the model if needed."""
+        return [np.array(a) for *_, a in self._weights()]
+
+    def set_weights(self, weights) -> None:
+        """Replaces the weights by ``weights``, NumPy arrays in ``get_weights``' order and
+        shapes (cast to the model's dtypes); the optimiser state stays."""
+        current = self._weights()
+        if not isinstance(weights, (list, tuple)):
+            raise TypeError(
+                f"weights: expected a list of {len(current)} arrays, got {type(weights).__name__}"
+            )
+        if len(weights) != len(current):
+            raise ValueError(
+                f"weights: expected {len(current)} arrays (as get_weights returns), got "
+                f"{len(weights)}"
+            )
+        params = [dict(p) for p in self.state.params]
+        model_state = [dict(s) for s in self.state.model_state]
+        names = self._layer_names()
+        for j, ((i, kind, leaf, old), new) in enumerate(zip(current, weights, strict=True)):
+            new = np.asarray(new)
+            where = f"weights[{j}] (layer {i} {names[i]}, {leaf})"
+            if new.dtype.kind not in "biuf":
+                raise TypeError(f"{where}: expected a numeric array, got dtype {new.dtype}")
+            if new.shape != tuple(old.shape):
+                raise ValueError(f"{where}: expected shape {tuple(old.shape)}, got {new.shape}")
+            target = params if kind == "params" else model_state
+            target[i][leaf] = jax.numpy.asarray(new, dtype=old.dtype)
+        self.state = self.state._replace(params=params, model_state=model_state)
+
+    def save(self, path, state=None):
+        """Writes the whole model to the folder ``path``: architecture, compile configuration,
+        weights, BatchNorm statistics, optimiser state, key and counters
+        (``nnfun.load_model`` reads it). ``state`` (a TrainState) replaces the model's own."""
+        from nnfun import saving
+
+        return saving.save_model(self, path, state=state)
+
+    def save_weights(self, path, state=None):
+        """Writes the weights and BatchNorm statistics (of ``state``, default the model's)."""
+        from nnfun import saving
+
+        return saving.save_weights(self, path, state=state)
+
+    def load_weights(self, path) -> None:
+        """Loads weights written by ``save_weights``; the shapes must match this model's."""
+        from nnfun import saving
+
+        saving.load_weights(self, path)
+
+
+_HEADER = ("Layer (type)", "Output Shape", "Param #")
+_KERAS_ORDER = ("W", "b", "gamma", "beta", "mean", "var")
+
+
+def _keras_rank(name: str) -> tuple[int, str]:
+    """Sort key putting a layer's leaves in Keras's order (unknown names after, by name)."""
+    return (_KERAS_ORDER.index(name) if name in _KERAS_ORDER else len(_KERAS_ORDER), name)
+
+
+def _snake(name: str) -> str:
+    """BatchNorm -> batch_norm: an underscore where a capital follows a small letter."""
+    return "".join(
+        f"_{c}" if c.isupper() and i and name[i - 1].islower() else c for i, c in enumerate(name)
+    ).lower()
+
+
+def _readable(nbytes: int) -> str:
+    """Bytes as Keras's summary writes them: 9.41 KB (powers of 1024)."""
+    size = float(nbytes)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.2f} {unit}"
+        size /= 1024
+    return f"{size:.2f} GB"

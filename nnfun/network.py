@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nnfun import losses, validation
-from nnfun.layers import Dense, Layer
+from nnfun.layers import Dense, Input, Layer
 
 Array = jax.Array
 Params = list[dict[str, Array]]
@@ -40,7 +40,21 @@ class Network:
             self.add(layer)
 
     def add(self, layer: Layer) -> Network:
-        """Appends a layer (Keras style); returns the network."""
+        """Appends a layer (Keras style); returns the network. An ``Input(shape=...)`` first
+        sets the input shape instead."""
+        if isinstance(layer, Input):
+            if self.layers:
+                raise ValueError(
+                    f"layer: Input(shape={layer.shape}) must come first, got it after "
+                    f"{len(self.layers)} layer(s)"
+                )
+            if self._input_shape is not None and self._input_shape != layer.shape:
+                raise ValueError(
+                    f"input_shape: {self._input_shape} given and Input(shape={layer.shape}) "
+                    "disagree"
+                )
+            self._input_shape = layer.shape
+            return self
         if not isinstance(layer, Layer):
             raise TypeError(f"layer: expected an nnfun layer such as Dense, got {layer!r}")
         self.layers.append(layer)
@@ -55,6 +69,8 @@ class Network:
         """Per-sample input shape: from the constructor or the first layer's input_dim."""
         if self._input_shape is not None:
             return self._input_shape
+        if self.layers and self.layers[0].input_shape is not None:
+            return tuple(self.layers[0].input_shape)
         if self.layers and self.layers[0].input_dim is not None:
             return (self.layers[0].input_dim,)
         raise ValueError(
@@ -202,9 +218,14 @@ class Network:
         """l2/2 sum W^2 + l1 sum |W| over the weights (not biases) of every layer.
 
         |W| is written sign(W) W so that jax.grad gives the subgradient sign(0) = 0 at W = 0,
-        the manual gradient's convention (jax.grad of abs gives 1 there).
+        the manual gradient's convention (jax.grad of abs gives 1 there). Each layer's own
+        ``kernel_regularizer`` R(W) is added too (Keras's form, see nnfun.regularizers).
         """
         total = 0.0
+        for layer, p in zip(self.layers, params, strict=True):
+            if layer.kernel_regularizer is not None:
+                for name in layer.regularized:
+                    total = total + layer.kernel_regularizer(p[name])
         if not (_nonzero(l1) or _nonzero(l2)):
             return total
         for layer, p in zip(self.layers, params, strict=True):
@@ -249,6 +270,10 @@ class Network:
             for layer, g, p in zip(self.layers, grads, params, strict=True):
                 for name in layer.regularized:
                     g[name] = g[name] + l2 * p[name] + l1 * jnp.sign(p[name])
+        for layer, g, p in zip(self.layers, grads, params, strict=True):
+            if layer.kernel_regularizer is not None:
+                for name in layer.regularized:
+                    g[name] = g[name] + layer.kernel_regularizer.gradient(p[name])
         return (value, aux), grads
 
     def manual_grad(self, params, x, y, *, loss, **kwargs) -> Params:
