@@ -9,6 +9,7 @@ was got. Checks of values (finite, label ranges) need concrete arrays; inside ``
 from __future__ import annotations
 
 import functools
+import math
 import numbers
 from typing import Any
 
@@ -257,16 +258,16 @@ def check_params(net, params, name: str = "params", *, stacked: bool = False) ->
 
 
 def check_batchnorm_batches(net, n: int, batch_size: int) -> None:
-    """Training BatchNorm needs >= 2 samples in every batch, the last partial one included."""
-    if not any(type(layer).__name__ == "BatchNorm" for layer in net.layers):
-        return
-    full, rest = divmod(n, batch_size)
-    smallest = rest if rest else batch_size
-    if smallest < 2:
-        raise ValueError(
-            f"batch_size: BatchNorm needs at least 2 samples per training batch, got "
-            f"batch_size={batch_size} with {n} samples, which leaves a batch of {smallest}"
-        )
+    """Training BatchNorm needs >= 2 values per feature in every batch, the last partial one
+    included: a batch of b samples gives it b values per feature for (batch, F) inputs and
+    b * H * W for (batch, H, W, C) feature maps, so only the flat case can fall short."""
+    smallest = n % batch_size or batch_size
+    for layer, shape in zip(net.layers, net.shapes(), strict=False):
+        if type(layer).__name__ == "BatchNorm" and smallest * math.prod(shape[:-1]) < 2:
+            raise ValueError(
+                f"batch_size: BatchNorm needs at least 2 samples per training batch, got "
+                f"batch_size={batch_size} with {n} samples, which leaves a batch of {smallest}"
+            )
 
 
 # ---- losses -----------------------------------------------------------------------------

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import nnfun
-from nnfun.layers import BatchNorm, Dense, Dropout, Maxout, PReLU, RReLU
+from nnfun import validation
+from nnfun.layers import BatchNorm, Dense, Dropout, Flatten, Maxout, PReLU, RReLU
 
 THRESHOLDING = [PReLU(), RReLU(), Maxout(4, pieces=3), Dropout(0.5), BatchNorm()]
 
@@ -60,3 +61,34 @@ def test_bfloat16_arrays_work_in_eager_calls_as_under_jit():
         net.apply(params, x16.at[2, 1].set(jnp.nan))
     with pytest.raises(TypeError, match="x: expected a numeric array .* got dtype complex64"):
         net.apply(params, x.astype(jnp.complex64))
+
+
+@pytest.mark.parametrize(
+    "layers, one_sample_ok",
+    [
+        ([BatchNorm(), Flatten(), Dense(2, "softmax")], True),  # (H, W, C) maps: H*W values
+        ([Flatten(), BatchNorm(), Dense(2, "softmax")], False),  # flat features: 1 value
+        ([BatchNorm(), Flatten(), BatchNorm(), Dense(2, "softmax")], False),
+    ],
+    ids=["maps", "flat", "both"],
+)
+def test_batchnorm_batch_check_refuses_exactly_what_the_layer_refuses(layers, one_sample_ok):
+    """fit's early check against the layer itself: for each (n, batch_size), the check raises
+    if and only if a training forward on the epoch's smallest batch raises."""
+    net = nnfun.Sequential(layers, input_shape=(3, 2, 4))
+    params = net.init(jax.random.key(0))
+    for n, batch_size in [(9, 4), (9, 3), (8, 7), (1, 1), (5, 2)]:
+        smallest = n % batch_size or batch_size
+        try:
+            net.forward(params, jnp.ones((smallest, 3, 2, 4)), train=True)
+            layer_ok = True
+        except ValueError:
+            layer_ok = False
+        assert layer_ok == (smallest >= 2 or one_sample_ok)  # the premise of the case
+        try:
+            validation.check_batchnorm_batches(net, n, batch_size)
+            check_ok = True
+        except ValueError as e:
+            assert f"batch_size={batch_size} with {n} samples" in str(e)
+            check_ok = False
+        assert check_ok == layer_ok, (n, batch_size, layer_ok)
