@@ -14,6 +14,7 @@ import argparse
 import datetime
 import functools
 import importlib.metadata
+import inspect
 import json
 import platform
 import statistics
@@ -21,6 +22,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -117,6 +119,17 @@ def _jax_data(x, y):
     return jnp.asarray(x), jnp.asarray(y)
 
 
+def _copy(tree):
+    # The epoch program donates its input; fit copies its state the same way.
+    return jax.tree.map(jnp.copy, tree)
+
+
+def _epoch_program(net, cfg, batch):
+    """nnfun's compiled epoch alone (shuffled, unguarded: fit's fast path), input donated."""
+    fn = functools.partial(train.run_epoch, net, cfg, batch, True, guard=False)
+    return jax.jit(fn, donate_argnums=0)
+
+
 def bench_nnfun(x, y, batch, grad, mode="fit"):
     net = nnfun.Sequential([nnfun.Dense(500, "sigmoid", input_dim=784),
                             nnfun.Dense(500, "sigmoid"), nnfun.Dense(10, "softmax")])  # fmt: skip
@@ -128,17 +141,15 @@ def bench_nnfun(x, y, batch, grad, mode="fit"):
 
         def epoch():
             state = box["state"]
-            box["state"], _ = train.fit(
-                net, xd, yd, config=cfg, state=state, epochs=int(state.epoch) + 1,
-                batch_size=batch, progress=False,
-            )  # fmt: skip
+            box["state"], _ = train.fit(net, xd, yd, config=cfg, state=state, epochs=1,
+                                        batch_size=batch)  # fmt: skip
             _block(box["state"])
 
     elif mode == "program":  # the compiled epoch alone: fit minus its Python-side bookkeeping
-        fn = train._compiled_epoch(net, cfg, batch, True, False, guard=False)
+        fn = _epoch_program(net, cfg, batch)
 
         def epoch():
-            box["state"], metrics = fn(train._copy(box["state"]), xd, yd)
+            box["state"], metrics = fn(_copy(box["state"]), xd, yd)
             _block((box["state"], metrics))
 
     else:  # the same train_step in a plain scan: "flags" keeps the finite flags, "no select"
@@ -169,8 +180,7 @@ def bench_nnfun(x, y, batch, grad, mode="fit"):
     steps = train.steps_per_epoch(n, batch) if mode in ("fit", "program") else n // batch
     prog = None
     if mode == "program":
-        prog = _program_bytes(train._compiled_epoch(net, cfg, batch, True, False, guard=False),
-                              box["state"], xd, yd)  # fmt: skip
+        prog = _program_bytes(_epoch_program(net, cfg, batch), box["state"], xd, yd)
     return Bench(epoch, loss, steps, prog)
 
 
@@ -432,11 +442,11 @@ def workload1(n: int, batch: int, repeats: int, only=None, quick=False) -> dict:
         try:
             benches[name] = build(x, y, batch)
             benches[name].epoch()  # compile and warm up
-        except Exception as e:  # a peer that fails to run is reported, not fatal
+        except Exception as e:  # reported, and the run exits 1 (the smoke test fails on it)
             traceback.print_exc()
             benches.pop(name, None)
-            rows[name] = {"skipped": f"failed: {type(e).__name__}: {str(e)[:200]}"}
-            print(f"  skip {name}: failed ({type(e).__name__})", flush=True)
+            rows[name] = {"failed": f"{type(e).__name__}: {str(e)[:300]}"}
+            print(f"  FAILED {name}: {type(e).__name__}", flush=True)
     times = {name: [] for name in benches}
     for _ in range(repeats):
         for name, bench in benches.items():
@@ -463,8 +473,8 @@ def _copy_cost(n, batch, repeats) -> float:
                             nnfun.Dense(500, "sigmoid"), nnfun.Dense(10, "softmax")])  # fmt: skip
     cfg = nnfun.Config.make("categorical_crossentropy", "adam")
     state = train.init_state(net, cfg, jax.random.key(0))
-    _block(train._copy(state))
-    return _median_time(lambda: _block(train._copy(state)), max(repeats, 5))
+    _block(_copy(state))
+    return _median_time(lambda: _block(_copy(state)), max(repeats, 5))
 
 
 # ---- workload 2: a large network in bfloat16 ----------------------------------------------
@@ -507,14 +517,12 @@ def _w2_nnfun(x, y, sizes, batch, steps, flops, repeats) -> dict:
     cfg = nnfun.Config.make("categorical_crossentropy", "adam", compute_dtype="bfloat16")
     xd, yd = _jax_data(x, y)
     box = {"state": train.init_state(net, cfg, jax.random.key(0))}
-    fn = train._compiled_epoch(net, cfg, batch, True, False, guard=False)
-    prog = _program_bytes(fn, box["state"], xd, yd)
+    prog = _program_bytes(_epoch_program(net, cfg, batch), box["state"], xd, yd)
 
     def epoch():
         state = box["state"]
-        box["state"], _ = train.fit(
-            net, xd, yd, config=cfg, state=state, epochs=int(state.epoch) + 1, batch_size=batch
-        )
+        box["state"], _ = train.fit(net, xd, yd, config=cfg, state=state, epochs=1,
+                                    batch_size=batch)  # fmt: skip
         _block(box["state"])
 
     epoch()
@@ -628,6 +636,470 @@ def workload3(models: int, steps: int, sequential_models: int) -> dict:
             "max_final_loss_diff": agree}  # fmt: skip
 
 
+# ---- workload 4: short epochs, the notes' own training runs --------------------------------
+class Short(NamedTuple):
+    """One short-epoch regime: a small network trained for many short epochs."""
+
+    sizes: tuple[int, ...]  # layer widths, input first
+    hidden: str  # hidden activation: "tanh" or "relu"
+    batch: int | None  # None: full batch (one gradient-descent step per epoch)
+    optimizer: str  # "sgd" or "adam"
+    learning_rate: float
+    epochs: int
+    quick_epochs: int
+
+
+SHORT = {
+    "planar": Short((2, 4, 1), "tanh", None, "sgd", 1.2, 10_000, 200),
+    "cat": Short((12288, 7, 1), "relu", None, "sgd", 0.0075, 2_500, 10),
+    "digits": Short((64, 32, 10), "relu", 100, "adam", 1e-3, 300, 3),
+}
+CAT_DIR = ROOT.parent / "shared" / "data" / "catvnoncat"
+
+
+def _short_data(name: str) -> tuple[np.ndarray, np.ndarray, str]:
+    """x (n, features) float32, y (n,) int32 and where they came from."""
+    if name == "planar":
+        return (*nnfun.data.planar_flower(400), "planar flower, 400 points")
+    if name == "digits":
+        split = nnfun.data.load_digits()
+        return split.x_train, split.y_train, "8x8 digits, 1437 training images"
+    if CAT_DIR.is_dir():
+        split = nnfun.data.load_cat(CAT_DIR)
+        return split.x_train, split.y_train, f"cat vs non-cat, {CAT_DIR}"
+    rng = np.random.default_rng(0)  # the same shapes when the course's files are absent
+    x = rng.random((209, 12288), dtype=np.float32)
+    return x, rng.integers(0, 2, 209).astype(np.int32), "random data of the cat set's shape"
+
+
+def _short_params(spec: Short) -> list[dict]:
+    """Shared initial params [{"W": (in, out), "b": (out,)}]: Glorot uniform, seed 0."""
+    return _init_mlp(jax.random.key(0), spec.sizes)
+
+
+def _short_loss(params, x, y, hidden: str):
+    """Mean binary (one output) or softmax (several) cross-entropy of the MLP on (x, y)."""
+    act = jnp.tanh if hidden == "tanh" else jax.nn.relu
+    for p in params[:-1]:
+        x = act(x @ p["W"] + p["b"])
+    z = x @ params[-1]["W"] + params[-1]["b"]
+    if z.shape[-1] == 1:  # log-sigmoid form: -y log a - (1 - y) log(1 - a), a = sigmoid(z)
+        z = z[:, 0]
+        return jnp.mean(jax.nn.softplus(z) - y * z)
+    return jnp.mean(jax.nn.logsumexp(z, -1) - jnp.take_along_axis(z, y[:, None], -1)[:, 0])
+
+
+def _short_optax(spec: Short) -> optax.GradientTransformation:
+    return (optax.sgd if spec.optimizer == "sgd" else optax.adam)(spec.learning_rate)
+
+
+class ShortRun:
+    """One variant: ``run()`` trains all epochs from the shared initial params and blocks;
+    ``loss()`` is the training loss of the params the last run ended with."""
+
+    def __init__(self, run, loss):
+        self.run, self.loss = run, loss
+
+
+def short_nnfun(spec: Short, x, y, grad: str, track: bool = False) -> ShortRun:
+    """nnfun ``fit`` as a user calls it: one call for the whole run."""
+    act = spec.hidden
+    binary = spec.sizes[-1] == 1
+    layers = [nnfun.Dense(spec.sizes[1], act, input_dim=spec.sizes[0])]
+    layers += [nnfun.Dense(s, act) for s in spec.sizes[2:-1]]
+    net = nnfun.Sequential(
+        [*layers, nnfun.Dense(spec.sizes[-1], "sigmoid" if binary else "softmax")]
+    )
+    loss = "binary_crossentropy" if binary else "categorical_crossentropy"
+    cfg = nnfun.Config.make(loss, spec.optimizer, grad=grad, learning_rate=spec.learning_rate)
+    xd, yd = _jax_data(x, y)
+    params0 = _short_params(spec)
+    batch = spec.batch or x.shape[0]
+    kwargs = {}
+    if track:
+        # Two per-epoch probes computed inside the compiled run: each layer's weight norm and
+        # the training accuracy (the planned fit(..., track={"name": fn(params, model_state)})).
+        def accuracy(params, model_state):
+            out = net.apply(params, xd, state=model_state)
+            hit = (out[:, 0] > 0.5) == (yd > 0) if out.shape[-1] == 1 else jnp.argmax(out, -1) == yd
+            return jnp.mean(hit)
+
+        kwargs["track"] = {
+            "weight_norms": lambda params, model_state: [jnp.linalg.norm(p["W"]) for p in params],
+            "train_accuracy": accuracy,
+        }
+    box = {}
+
+    def run():
+        state = train.init_state(net, cfg, jax.random.key(1), jax.tree.map(jnp.copy, params0))
+        box["state"], hist = train.fit(net, xd, yd, config=cfg, state=state, epochs=spec.epochs,
+                                       batch_size=batch, **kwargs)  # fmt: skip
+        got = len(hist["weight_norms"]) if track else spec.epochs
+        if got != spec.epochs:
+            raise RuntimeError(f"track: {got} entries for {spec.epochs} epochs")
+        _block(box["state"])
+
+    return ShortRun(run, lambda: _short_loss(box["state"].params, xd, yd, spec.hidden))
+
+
+def _short_epoch_fn(spec: Short, tx, n: int):
+    """(p, o, key, x, y) -> (p, o, key): one epoch, every sample once (a last smaller batch too)."""
+    loss = functools.partial(_short_loss, hidden=spec.hidden)
+
+    def step(p, o, xb, yb):
+        g = jax.grad(loss)(p, xb, yb)
+        u, o = tx.update(g, o, p)
+        return optax.apply_updates(p, u), o
+
+    def epoch(p, o, key, x, y):
+        if spec.batch is None or spec.batch >= n:
+            return (*step(p, o, x, y), key)
+        key, k = jax.random.split(key)
+        order = jax.random.permutation(k, n)
+        full = n // spec.batch * spec.batch
+        (p, o), _ = jax.lax.scan(lambda c, idx: (step(*c, x[idx], y[idx]), None), (p, o),
+                                 order[:full].reshape(-1, spec.batch))  # fmt: skip
+        if full < n:
+            p, o = step(p, o, x[order[full:]], y[order[full:]])
+        return p, o, key
+
+    return step, epoch
+
+
+def short_jax_scan(spec: Short, x, y) -> ShortRun:
+    """Hand-written: all epochs in one jitted program (a scan over epochs)."""
+    tx, xd, yd = _short_optax(spec), *_jax_data(x, y)
+    _, epoch = _short_epoch_fn(spec, tx, x.shape[0])
+
+    @jax.jit
+    def whole_run(p, x, y):
+        def body(c, _):
+            return epoch(*c, x, y), None
+
+        return jax.lax.scan(body, (p, tx.init(p), jax.random.key(1)), None, length=spec.epochs)[0]
+
+    params0, box = _short_params(spec), {}
+
+    def run():
+        box["p"] = _block(whole_run(params0, xd, yd)[0])
+
+    return ShortRun(run, lambda: _short_loss(box["p"], xd, yd, spec.hidden))
+
+
+def short_jax_step(spec: Short, x, y) -> ShortRun:
+    """Hand-written: a jitted step called from a Python loop (full batch), or a jitted
+    shuffle then one jitted step per mini-batch."""
+    tx, xd, yd = _short_optax(spec), *_jax_data(x, y)
+    n = x.shape[0]
+    step, _ = _short_epoch_fn(spec, tx, n)
+    step = jax.jit(step, donate_argnums=(0, 1))
+    batch = spec.batch or n
+
+    @jax.jit
+    def shuffled(key, x, y):
+        order = jax.random.permutation(key, n)
+        return x[order], y[order]
+
+    params0, box = _short_params(spec), {}
+
+    def run():
+        p = jax.tree.map(jnp.copy, params0)
+        o, key = tx.init(p), jax.random.key(1)
+        for _ in range(spec.epochs):
+            if spec.batch is None:
+                p, o = step(p, o, xd, yd)
+                continue
+            key, k = jax.random.split(key)
+            xs, ys = shuffled(k, xd, yd)
+            for i in range(0, n, batch):
+                p, o = step(p, o, xs[i : i + batch], ys[i : i + batch])
+        box["p"] = _block(p)
+
+    return ShortRun(run, lambda: _short_loss(box["p"], xd, yd, spec.hidden))
+
+
+def short_numpy(spec: Short, x, y) -> ShortRun:
+    """The course's way: NumPy, samples as columns, the backward pass written out, float32."""
+    xt = np.ascontiguousarray(x.T)  # (features, n)
+    n, classes = x.shape[0], spec.sizes[-1]
+    target = y[None].astype(np.float32) if classes == 1 else np.eye(classes, dtype=np.float32)[y].T
+    params0 = [(np.asarray(p["W"]).T.copy(), np.asarray(p["b"])[:, None].copy())
+               for p in _short_params(spec)]  # fmt: skip
+    batch = spec.batch or n
+    lr, b1, b2, eps = spec.learning_rate, 0.9, 0.999, 1e-8  # optax.adam's defaults
+    box = {}
+
+    def forward(params, a):
+        cache = []
+        for i, (w, b) in enumerate(params):
+            z = w @ a + b
+            cache.append((a, z))
+            if i < len(params) - 1:
+                a = np.tanh(z) if spec.hidden == "tanh" else np.maximum(z, 0)
+            elif classes == 1:
+                a = 1 / (1 + np.exp(-z))
+            else:
+                e = np.exp(z - z.max(0))
+                a = e / e.sum(0)
+        return a, cache
+
+    def grads(params, a_in, t):
+        a, cache = forward(params, a_in)
+        dz = (a - t) / a_in.shape[1]  # sigmoid + binary CE and softmax + CE: dL/dz = a - y
+        out = []
+        for i in reversed(range(len(params))):
+            a_prev, _ = cache[i]
+            out.append((dz @ a_prev.T, dz.sum(1, keepdims=True)))
+            if i:
+                da = params[i][0].T @ dz
+                z_prev = cache[i - 1][1]
+                dz = da * (1 - np.tanh(z_prev) ** 2) if spec.hidden == "tanh" else da * (z_prev > 0)
+        return out[::-1]
+
+    def adam(value, grad, first, second, j, t):
+        first[j] = b1 * first[j] + (1 - b1) * grad
+        second[j] = b2 * second[j] + (1 - b2) * grad * grad
+        return value - lr * first[j] / (1 - b1**t) / (np.sqrt(second[j] / (1 - b2**t)) + eps)
+
+    def run():
+        params = [[w.copy(), b.copy()] for w, b in params0]
+        first = [[np.zeros_like(v) for v in layer] for layer in params]
+        second = [[np.zeros_like(v) for v in layer] for layer in params]
+        rng, t = np.random.default_rng(1), 0
+        for _ in range(spec.epochs):
+            order = rng.permutation(n) if batch < n else None
+            for i in range(0, n, batch):
+                idx = slice(None) if order is None else order[i : i + batch]
+                t += 1
+                for k, layer_grads in enumerate(grads(params, xt[:, idx], target[:, idx])):
+                    for j, g in enumerate(layer_grads):
+                        if spec.optimizer == "sgd":
+                            params[k][j] = params[k][j] - lr * g
+                        else:
+                            params[k][j] = adam(params[k][j], g, first[k], second[k], j, t)
+        box["p"] = [{"W": jnp.asarray(w.T), "b": jnp.asarray(b[:, 0])} for w, b in params]
+
+    xd, yd = _jax_data(x, y)
+    return ShortRun(run, lambda: _short_loss(box["p"], xd, yd, spec.hidden))
+
+
+def short_torch(spec: Short, x, y) -> ShortRun:
+    """PyTorch eager, the shared initial weights, one Python-level step per batch."""
+    import torch
+    import torch.nn.functional as F
+
+    dev = _torch_device()
+    act = torch.nn.Tanh if spec.hidden == "tanh" else torch.nn.ReLU
+    params0 = _short_params(spec)
+    xt = torch.from_numpy(x).to(dev)
+    yt = torch.from_numpy(y).to(dev)
+    n, batch = x.shape[0], spec.batch or x.shape[0]
+
+    def loss_of(model, xb, yb):
+        z = model(xb)
+        if z.shape[-1] == 1:
+            return F.binary_cross_entropy_with_logits(z[:, 0], yb.float())
+        return F.cross_entropy(z, yb.long())
+
+    box = {}
+
+    def run():
+        mods = []
+        for i, p in enumerate(params0):
+            lin = torch.nn.Linear(*p["W"].shape)
+            with torch.no_grad():
+                lin.weight.copy_(torch.from_numpy(np.asarray(p["W"]).T.copy()))
+                lin.bias.copy_(torch.from_numpy(np.asarray(p["b"])))
+            mods += [lin] if i == len(params0) - 1 else [lin, act()]
+        model = torch.nn.Sequential(*mods).to(dev)
+        opt = (torch.optim.SGD if spec.optimizer == "sgd" else torch.optim.Adam)(
+            model.parameters(), lr=spec.learning_rate
+        )
+        for _ in range(spec.epochs):
+            order = torch.randperm(n, device=dev) if batch < n else None
+            for i in range(0, n, batch):
+                idx = slice(None) if order is None else order[i : i + batch]
+                xb, yb = xt[idx], yt[idx]
+                opt.zero_grad(set_to_none=True)
+                loss_of(model, xb, yb).backward()
+                opt.step()
+        _torch_sync()
+        box["model"] = model
+
+    def loss():
+        with torch.no_grad():
+            return float(loss_of(box["model"], xt, yt))
+
+    return ShortRun(run, loss)
+
+
+def short_nnx(spec: Short, x, y) -> ShortRun:
+    """Flax NNX, ``nnx.jit`` step from a Python loop (its own initial weights)."""
+    from flax import nnx
+
+    act = jnp.tanh if spec.hidden == "tanh" else jax.nn.relu
+    xd, yd = _jax_data(x, y)
+    n, batch = x.shape[0], spec.batch or x.shape[0]
+
+    class MLP(nnx.Module):
+        def __init__(self, rngs):
+            pairs = zip(spec.sizes, spec.sizes[1:], strict=False)
+            layers = [nnx.Linear(a, b, rngs=rngs) for a, b in pairs]
+            self.layers = nnx.List(layers) if hasattr(nnx, "List") else layers
+
+        def __call__(self, x):
+            for layer in self.layers[:-1]:
+                x = act(layer(x))
+            return self.layers[-1](x)
+
+    def loss_of(model, xb, yb):
+        z = model(xb)
+        if z.shape[-1] == 1:
+            return jnp.mean(optax.sigmoid_binary_cross_entropy(z[:, 0], yb.astype(jnp.float32)))
+        return optax.softmax_cross_entropy_with_integer_labels(z, yb).mean()
+
+    @nnx.jit
+    def step(model, opt, xb, yb):
+        grads = nnx.grad(loss_of)(model, xb, yb)
+        opt.update(model, grads)
+
+    box = {}
+
+    def run():
+        model = MLP(nnx.Rngs(0))
+        opt = nnx.Optimizer(model, _short_optax(spec), wrt=nnx.Param)
+        key = jax.random.key(1)
+        for _ in range(spec.epochs):
+            if batch >= n:
+                step(model, opt, xd, yd)
+                continue
+            key, k = jax.random.split(key)
+            order = jax.random.permutation(k, n)
+            xs, ys = xd[order], yd[order]
+            for i in range(0, n, batch):
+                step(model, opt, xs[i : i + batch], ys[i : i + batch])
+        _block(nnx.state(model))
+        box["model"] = model
+
+    return ShortRun(run, lambda: float(loss_of(box["model"], xd, yd)))
+
+
+def short_equinox(spec: Short, x, y) -> ShortRun:
+    """Equinox, ``filter_jit`` step from a Python loop (its own initial weights)."""
+    import equinox as eqx
+
+    act = jnp.tanh if spec.hidden == "tanh" else jax.nn.relu
+    tx, (xd, yd) = _short_optax(spec), _jax_data(x, y)
+    n, batch = x.shape[0], spec.batch or x.shape[0]
+    depth = len(spec.sizes) - 2
+
+    def loss_of(model, xb, yb):
+        z = jax.vmap(model)(xb)
+        if z.shape[-1] == 1:
+            return jnp.mean(optax.sigmoid_binary_cross_entropy(z[:, 0], yb.astype(jnp.float32)))
+        return optax.softmax_cross_entropy_with_integer_labels(z, yb).mean()
+
+    @eqx.filter_jit(donate="all")
+    def step(model, o, xb, yb):
+        g = eqx.filter_grad(loss_of)(model, xb, yb)
+        u, o = tx.update(g, o, eqx.filter(model, eqx.is_array))
+        return eqx.apply_updates(model, u), o
+
+    box = {}
+
+    def run():
+        model = eqx.nn.MLP(spec.sizes[0], spec.sizes[-1], spec.sizes[1], depth, activation=act,
+                           key=jax.random.key(0))  # fmt: skip
+        o, key = tx.init(eqx.filter(model, eqx.is_array)), jax.random.key(1)
+        for _ in range(spec.epochs):
+            if batch >= n:
+                model, o = step(model, o, xd, yd)
+                continue
+            key, k = jax.random.split(key)
+            order = jax.random.permutation(k, n)
+            xs, ys = xd[order], yd[order]
+            for i in range(0, n, batch):
+                model, o = step(model, o, xs[i : i + batch], ys[i : i + batch])
+        box["model"] = _block(model)
+
+    return ShortRun(run, lambda: float(loss_of(box["model"], xd, yd)))
+
+
+SHORT_VARIANTS = {
+    # name: (builder(spec, x, y), peer package or None)
+    "nnfun fit (autodiff)": (lambda *a: short_nnfun(*a, "autodiff"), None),
+    "nnfun fit (manual)": (lambda *a: short_nnfun(*a, "manual"), None),
+    # fit with two per-epoch probes, fit(..., track={"name": fn(params, model_state)}); it runs
+    # once fit accepts track (until then it is skipped with a line saying so). Target: at most
+    # 15% slower than "nnfun fit (autodiff)" on digits.
+    "nnfun fit + 2 track probes": (lambda *a: short_nnfun(*a, "autodiff", track=True), None),
+    "jax scan, whole run": (short_jax_scan, None),
+    "jax jit step, Python loop": (short_jax_step, None),
+    "numpy loop": (short_numpy, None),
+    "flax nnx (nnx.jit)": (short_nnx, "flax"),
+    "equinox (filter_jit)": (short_equinox, "equinox"),
+    "pytorch eager": (short_torch, "torch"),
+}
+
+
+def _fit_tracks() -> bool:
+    return "track" in inspect.signature(train.fit).parameters
+
+
+def workload4(repeats: int, quick: bool, only=None, regimes=None) -> dict:
+    """Each regime: builds every variant, runs it once (compiling), then times whole runs
+    round-robin, ``repeats`` rounds, median. Ratios: ``x_jax_scan`` = the scan's time / this
+    variant's (speed relative to the hand-written whole-run scan), ``fit_speedup`` = this
+    variant's time / nnfun fit's (autodiff)."""
+    out = {}
+    for regime, spec in SHORT.items():
+        if regimes and regime not in regimes:
+            continue
+        if quick:
+            spec = spec._replace(epochs=spec.quick_epochs)
+        x, y, source = _short_data(regime)
+        print(f"  {regime}: {spec.sizes}, {spec.epochs} epochs, {source}", flush=True)
+        rows, runs = {}, {}
+        for name, (build, package) in SHORT_VARIANTS.items():
+            if only and name not in only:
+                continue
+            if package and _version(package) is None:
+                rows[name] = {"skipped": f"{package} not installed"}
+            elif "track" in name and not _fit_tracks():
+                rows[name] = {"skipped": "nnfun fit has no track= yet"}
+            if name in rows:
+                print(f"    skip {name}: {rows[name]['skipped']}", flush=True)
+                continue
+            try:
+                runs[name] = build(spec, x, y)
+                runs[name].run()  # compile and warm up
+            except Exception as e:  # reported as a failure (the smoke test fails on it)
+                traceback.print_exc()
+                runs.pop(name, None)
+                rows[name] = {"failed": f"{type(e).__name__}: {str(e)[:300]}"}
+                print(f"    FAILED {name}: {type(e).__name__}", flush=True)
+        times = {name: [] for name in runs}
+        for _ in range(repeats):
+            for name, r in runs.items():
+                times[name].append(_median_time(r.run, 1))
+        seconds = {name: statistics.median(t) for name, t in times.items()}
+        scan, fit = seconds.get("jax scan, whole run"), seconds.get("nnfun fit (autodiff)")
+        for name, r in runs.items():
+            s = seconds[name]
+            rows[name] = {
+                "run_s": s,
+                "run_s_all": times[name],
+                "epochs_per_s": spec.epochs / s,
+                "x_jax_scan": scan / s if scan else None,
+                "fit_speedup": s / fit if fit else None,
+                "final_loss": float(r.loss()),
+            }
+            print(f"    {name:36s} {s:9.3f} s  {spec.epochs / s:10.1f} epochs/s", flush=True)
+        rows = {name: rows[name] for name in SHORT_VARIANTS if name in rows}  # the table's order
+        out[regime] = {**spec._asdict(), "data": source, "variants": rows}
+    return out
+
+
 # ---- report --------------------------------------------------------------------------------
 def table(result: dict) -> str:
     lines = []
@@ -638,8 +1110,8 @@ def table(result: dict) -> str:
         lines.append(f"workload 1: 784-500-500-10, batch {w1['batch']}, {w1['n']} samples")
         lines.append(f"{'variant':44s} {'steps/s':>10s} {'x jax scan':>10s} {'fit x it':>9s}")
         for name, row in rows.items():
-            if "skipped" in row:
-                lines.append(f"{name:44s} skipped: {row['skipped']}")
+            if "steps_per_s" not in row:
+                lines.append(f"{name:44s} {_not_run(row)}")
                 continue
             sps = row["steps_per_s"]
             r1 = sps / ref["jax scan"] if ref["jax scan"] else float("nan")
@@ -658,17 +1130,46 @@ def table(result: dict) -> str:
     if w3:
         lines.append(f"workload 3: {w3['models']} models x {w3['steps']} steps: vmap "
                      f"{w3['vmap_over_sequential']:.1f}x one after another")  # fmt: skip
+    for regime, w4 in result["workloads"].get("4", {}).items():
+        batch = w4["batch"] or "full"
+        lines.append(f"workload 4, {regime}: {w4['sizes']}, {w4['epochs']} epochs, batch {batch}, "
+                     f"{w4['optimizer']} {w4['learning_rate']}")  # fmt: skip
+        lines.append(f"{'variant':44s} {'run s':>10s} {'x jax scan':>10s} {'fit x it':>9s}")
+        for name, row in w4["variants"].items():
+            if "run_s" not in row:
+                lines.append(f"{name:44s} {_not_run(row)}")
+                continue
+            ratios = [row[k] if row[k] is not None else float("nan")
+                      for k in ("x_jax_scan", "fit_speedup")]  # fmt: skip
+            lines.append(f"{name:44s} {row['run_s']:10.3f} {ratios[0]:10.3f} {ratios[1]:9.2f}")
     return "\n".join(lines)
+
+
+def _not_run(row: dict) -> str:
+    return f"FAILED: {row['failed']}" if "failed" in row else f"skipped: {row['skipped']}"
+
+
+def failures(result: dict) -> list[str]:
+    """Names of the variants that crashed, as "workload/variant"."""
+    found = []
+    for key, workload in result["workloads"].items():
+        groups = workload.items() if key == "4" else [(key, workload)]
+        for group, rows in groups:
+            for name, row in (rows.get("variants") or {}).items():
+                if "failed" in row:
+                    found.append(f"{group}/{name}")
+    return found
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
-    p.add_argument("--workloads", default="1,2,3", help="comma-separated subset of 1,2,3")
+    p.add_argument("--workloads", default="1,2,3,4", help="comma-separated subset of 1,2,3,4")
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "benchmarks" / "results.json")
     p.add_argument("--repeats", type=int, default=None, help="timed epochs per variant")
     p.add_argument("--width", type=int, default=None, help="workload 2 width (default 8192)")
-    p.add_argument("--only", default=None, help="workload 1 variants, ';'-separated")
+    p.add_argument("--only", default=None, help="workload 1 and 4 variants, ';'-separated")
+    p.add_argument("--regimes", default=None, help="workload 4 regimes: planar,cat,digits")
     args = p.parse_args(argv)
     which = set(args.workloads.split(","))
     accel = jax.default_backend() != "cpu"
@@ -697,6 +1198,10 @@ def main(argv=None) -> dict:
     if "3" in which:
         models, steps, seq = (8, 10, 2) if args.quick else (256, 200, 16)
         result["workloads"]["3"] = workload3(models, steps, seq)
+    if "4" in which:
+        only = set(args.only.split(";")) if args.only else None
+        regimes = set(args.regimes.split(",")) if args.regimes else None
+        result["workloads"]["4"] = workload4(repeats, args.quick, only, regimes)
     print(table(result), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
@@ -705,4 +1210,7 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    crashed = failures(main())
+    if crashed:
+        print(f"FAILED variants: {', '.join(crashed)}", file=sys.stderr)
+    sys.exit(1 if crashed else 0)
