@@ -185,21 +185,18 @@ def scenario_fit(args, mesh):
     import numpy as np
 
     import nnfun
+    from experiments.multihost import train_on_all_hosts  # the README recipe
     from nnfun import parallel
 
     x_all, y_all = data_set(SAMPLES, 0)
     xv_all, yv_all = data_set(VALIDATION, 1)
     net, config = network_and_config()
-    # -- the README recipe --------------------------------------------------------------
-    mesh = parallel.data_mesh()  # spans all hosts' devices
-    x_local, y_local = parallel.local_rows((x_all, y_all))  # this host's share
-    x, y = parallel.shard_host_data((x_local, y_local), mesh)  # same n_local on every host
     val = parallel.shard_host_data(parallel.local_rows((xv_all, yv_all)), mesh)
-    state, history = nnfun.train.fit(
+    state, history = train_on_all_hosts(
         net,
-        x,
-        y,
-        config=config,
+        config,
+        x_all,
+        y_all,
         key=jax.random.key(3),
         epochs=5,
         batch_size=16,
@@ -208,9 +205,8 @@ def scenario_fit(args, mesh):
         # so every layout stops after epoch 3 and returns epoch 1's state.
         early_stopping=nnfun.EarlyStopping(patience=2, min_delta=0.1),
         checkpoint_dir=args.out / "fit_checkpoints",
-        mesh=mesh,
     )
-    # ---------------------------------------------------------------------------------
+    x, y = parallel.shard_host_data(parallel.local_rows((x_all, y_all)), mesh)
     evaluated = nnfun.train.evaluate(net, state, *val, config=config)
     predicted = parallel.fetch(nnfun.train.predict(net, state, val[0], as_numpy=False))
 
