@@ -14,8 +14,9 @@ Everything here is written for that case and is the identity of the one-process 
 - ``shard_host_data`` builds global arrays from each process's own rows (``local_rows``);
 - ``replicate`` places host values (the same on every process) on every device;
 - ``fetch`` brings global arrays back as NumPy, the same values on every process;
-- ``is_main_process``, ``barrier`` and ``check_on_all_processes`` coordinate the host
-  side: one writer, no reader ahead of it, and an error seen by one process raised by all;
+- ``is_main_process``, ``barrier``, ``any_process`` and ``check_on_all_processes``
+  coordinate the host side: one writer, no reader ahead of it, one decision for all, and
+  an error seen by one process raised by all;
 - ``save_checkpoint`` / ``restore_checkpoint`` / ``latest_checkpoint_step``: process 0 writes
   the replicated state, every process restores it (the directory must be shared).
 
@@ -97,6 +98,14 @@ def barrier(name: str) -> None:
     """Waits until every process reaches ``barrier(name)`` (the same name on all)."""
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices(name)
+
+
+def any_process(flag: bool) -> bool:
+    """True on every process when ``flag`` is True on any of them: one decision for all
+    (stop on Ctrl-C seen by one host, a file only one host found). A collective."""
+    if jax.process_count() == 1:
+        return bool(flag)
+    return bool(np.any(multihost_utils.process_allgather(np.bool_(flag))))
 
 
 def check_on_all_processes(ok: bool, message: str = "") -> None:

@@ -142,16 +142,18 @@ def scenario_n_local(args, mesh):
 
 
 def scenario_check_all(args, mesh):
-    """An error only the last process sees is raised on all; all-ok raises nowhere."""
+    """An error only the last process sees is raised on all; all-ok raises nowhere; a flag
+    only the last process raises is everyone's decision."""
     from nnfun import parallel
 
     parallel.check_on_all_processes(True, "")
     last = args.process_id == args.num_processes - 1
+    decisions = [parallel.any_process(last), parallel.any_process(False)]
     try:
         parallel.check_on_all_processes(not last, f"data file of process {args.process_id} bad")
     except ValueError as e:
-        return {"error": str(e)}
-    return {"error": None}
+        return {"error": str(e), "any": decisions}
+    return {"error": None, "any": decisions}
 
 
 def scenario_checkpoint(args, mesh):

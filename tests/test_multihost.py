@@ -98,7 +98,10 @@ def runs(tmp_path_factory):
     # The fit comes last: until it works on several processes it ends that launch.
     multi = launch(2, 2, BLOCKS + ",n_local,fit", base / "multi", base / "here")
     single = launch(1, 4, BLOCKS + ",fit", base / "single", base / "multi" / "checkpoint")
-    back, _ = parallel.restore_checkpoint(base / "single" / "checkpoint", worker.fresh_state(0))
+    written = base / "single" / "checkpoint"
+    back = None  # stays None when the chain broke earlier: the checkpoint test says where
+    if parallel.latest_checkpoint_step(written) is not None:
+        back, _ = parallel.restore_checkpoint(written, worker.fresh_state(0))
     return {"multi": multi, "single": single, "first": first, "back": back}
 
 
@@ -138,6 +141,7 @@ def test_error_seen_by_one_process_is_raised_on_all(runs):
     multi, single = result(runs["multi"], "check_all"), result(runs["single"], "check_all")
     assert [r["error"] for r in multi] == ["data file of process 1 bad"] * 2
     assert single[0]["error"] == "data file of process 0 bad"
+    assert [r["any"] for r in multi + single] == [[True, False]] * 3
 
 
 def test_checkpoints_cross_between_one_and_two_processes(runs):
@@ -153,6 +157,7 @@ def test_checkpoints_cross_between_one_and_two_processes(runs):
     assert single[0]["restored_metadata"] == {"writer": 2}
     assert single[0]["restored_params"] != first  # a different state: not a stale read
     # written by one process with 4 devices, restored here with one device
+    assert runs["back"] is not None, "the 1 x 4 run wrote no checkpoint"
     back = [np.asarray(p).tolist() for p in jax.tree.leaves(runs["back"].params)]
     assert back == single[0]["written_params"]
 
@@ -181,3 +186,40 @@ def test_readme_pod_recipe_matches_one_process(runs):
     for r in (multi[0], ref):
         assert r["resumed_loss"] == r["whole_loss"] and r["resumed_params"] == r["whole_params"]
     np.testing.assert_allclose(multi[0]["whole_loss"], ref["whole_loss"], rtol=0, atol=1e-5)
+
+
+# ---- the same functions in this one process ---------------------------------------------------
+def test_local_rows_gives_each_process_an_equal_contiguous_share():
+    x, y = np.arange(23 * 2).reshape(23, 2), np.arange(23)
+    shares = [parallel.local_rows((x, y), i, 3) for i in range(3)]
+    assert [len(sy) for _, sy in shares] == [7, 7, 7]  # 2 rows (fewer than 3) left out
+    np.testing.assert_array_equal(np.concatenate([sy for _, sy in shares]), y[:21])
+    np.testing.assert_array_equal(shares[1][0], x[7:14])
+    with pytest.raises(ValueError, match=r"process_index: expected an int in \[0, 3\), got 3"):
+        parallel.local_rows(x, 3, 3)
+    with pytest.raises(ValueError, match="same leading"):
+        parallel.local_rows((x, y[:5]), 0, 1)
+    with pytest.raises(ValueError, match="expected at least 4"):
+        parallel.local_rows(x[:3], 0, 4)
+
+
+def test_one_process_checks_raise_here():
+    parallel.check_on_all_processes(True, "never shown")
+    with pytest.raises(ValueError, match="^bad file$"):
+        parallel.check_on_all_processes(False, "bad file")
+    parallel.barrier("alone")  # nothing to wait for
+    assert parallel.any_process(True) and not parallel.any_process(False)
+
+
+def test_initialize_rejects_bad_arguments_before_starting(monkeypatch):
+    with pytest.raises(ValueError, match=r"process_id: expected an int in \[0, 2\).*got 2"):
+        parallel.initialize("localhost:1", num_processes=2, process_id=2)
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "two")
+    with pytest.raises(ValueError, match="JAX_NUM_PROCESSES: expected an int >= 1.*'two'"):
+        parallel.initialize("localhost:1", process_id=0)
+
+
+def test_restore_without_a_checkpoint_names_the_directory(tmp_path):
+    assert parallel.latest_checkpoint_step(tmp_path) is None
+    with pytest.raises(ValueError, match=f"directory: no checkpoint in {tmp_path}"):
+        parallel.restore_checkpoint(tmp_path, worker.fresh_state(0))
