@@ -13,6 +13,8 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
+import zipfile
 from pathlib import Path
 
 import jax
@@ -24,9 +26,22 @@ _TMP = ".tmp-"  # temporary and retired directories: ignored by readers, removed
 _SCALARS = (bool, int, float)
 
 
+class DamagedCheckpointError(ValueError):
+    """A checkpoint folder that cannot be read back: a file missing, truncated or corrupt,
+    or files that disagree with each other (the message names the folder and the fault)."""
+
+
+def _as_directory(directory) -> Path:
+    """``directory`` as a Path; a ValueError naming it when it is an existing file."""
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise ValueError(f"directory: expected a checkpoint directory, got the file {directory}")
+    return directory
+
+
 def all_steps(directory) -> list[int]:
     """Completed checkpoint steps in ``directory``, ascending; [] when there is none."""
-    directory = Path(directory)
+    directory = _as_directory(directory)
     if not directory.is_dir():
         return []
     names = (_STEP.fullmatch(p.name) for p in directory.iterdir() if p.is_dir())
@@ -58,8 +73,11 @@ def save(directory, step: int, tree, *, metadata=None, keep: int | None = None) 
     manifest = [_spec(path, x) for path, x in leaves]
     arrays = {str(i): _data(x) for i, (_, x) in enumerate(leaves)}
 
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = _as_directory(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as e:  # a file on the way there
+        raise ValueError(f"directory: cannot create {directory}: {e}") from None
     for stale in directory.glob(_TMP + "*"):  # left by a killed save
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP}step_{step:08d}-", dir=directory))
@@ -81,9 +99,11 @@ def restore(directory, like, step: int | None = None):
     """``(tree, metadata)`` of checkpoint ``step`` (default: the newest) in ``directory``.
 
     The tree has the structure and leaf types of ``like`` (e.g. a freshly initialised state)
-    with the saved values, bit for bit; typed PRNG keys come back as typed keys.
+    with the saved values, bit for bit; typed PRNG keys come back as typed keys. Raises
+    ``DamagedCheckpointError`` when that checkpoint cannot be read back and ``ValueError``
+    when it holds another tree than ``like``; both name the folder.
     """
-    directory = Path(directory)
+    directory = _as_directory(directory)
     if step is None:
         step = latest_step(directory)
         if step is None:
@@ -94,21 +114,102 @@ def restore(directory, like, step: int | None = None):
         raise FileNotFoundError(
             f"no checkpoint for step {step} in {directory}; steps there: {all_steps(directory)}"
         )
-    saved = json.loads((path / "manifest.json").read_text())["leaves"]
+    return _load(path, like)
+
+
+def restore_latest(directory, like):
+    """``(tree, metadata)`` of the newest intact checkpoint in ``directory``, or None when
+    there is none (no such directory, or no completed ``step_*`` in it).
+
+    A newer checkpoint that cannot be read back (a truncated arrays file, a missing
+    manifest, a leaf count that disagrees...) is skipped with a ``warnings.warn`` naming its
+    folder and the fault; when every checkpoint there is damaged a ``DamagedCheckpointError``
+    (a ValueError) names them all. An intact checkpoint that holds another tree than
+    ``like`` raises ``ValueError`` naming it: a directory of another model is not skipped.
+    """
+    directory = _as_directory(directory)
+    damaged = []
+    for step in reversed(all_steps(directory)):
+        path = directory / f"step_{step:08d}"
+        try:
+            found = _load(path, like)
+        except DamagedCheckpointError as e:
+            damaged.append(str(e))
+            continue
+        for fault in damaged:
+            warnings.warn(f"{fault}; skipped, resuming from {path}", stacklevel=2)
+        return found
+    if damaged:
+        raise DamagedCheckpointError(
+            f"no intact checkpoint in {directory}, all {len(damaged)} damaged: "
+            + "; ".join(damaged)
+        )
+    return None
+
+
+def _load(path: Path, like):
+    """Reads one checkpoint folder; every way its files can be broken is a
+    DamagedCheckpointError naming the folder, a mismatch with ``like`` a ValueError."""
+
+    def damaged(what: str) -> DamagedCheckpointError:
+        return DamagedCheckpointError(f"checkpoint {path} is damaged: {what}")
+
+    saved = _read_json(path / "manifest.json", damaged)
+    entries = saved.get("leaves") if isinstance(saved, dict) else None
+    if not isinstance(entries, list) or not all(
+        isinstance(e, dict) and set(e) == {"path", "dtype", "shape"} for e in entries
+    ):
+        raise damaged("manifest.json: expected {'leaves': [{path, dtype, shape}, ...]}")
+    saved = entries
+    metadata = _read_json(path / "metadata.json", damaged)
     leaves, treedef = jax.tree_util.tree_flatten_with_path(like)
     expected = [_spec(p, x) for p, x in leaves]
-    for i in range(max(len(saved), len(expected))):
-        want = expected[i] if i < len(expected) else None
-        got = saved[i] if i < len(saved) else None
-        if want != got:
-            raise ValueError(
-                f"checkpoint {path} does not match `like` at leaf {(want or got)['path']}: "
-                f"expected {_show(want)}, got {_show(got)}"
+    # Our own handle: np.load leaves the file open when it is not a zip file.
+    with _open_or_damaged(path / "arrays.npz", damaged) as file:
+        try:
+            npz = np.load(file, allow_pickle=False)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            raise damaged(f"arrays.npz: {type(e).__name__}: {e}") from None
+        if sorted(npz.files) != sorted(map(str, range(len(saved)))):
+            raise damaged(
+                f"arrays.npz holds {len(npz.files)} arrays, manifest.json lists {len(saved)} leaves"
             )
-    with np.load(path / "arrays.npz", allow_pickle=False) as npz:
-        values = [_restore_leaf(x, npz[str(i)]) for i, (_, x) in enumerate(leaves)]
-    metadata = json.loads((path / "metadata.json").read_text())
+        for i in range(max(len(saved), len(expected))):
+            want = expected[i] if i < len(expected) else None
+            got = saved[i] if i < len(saved) else None
+            if want != got:
+                raise ValueError(
+                    f"checkpoint {path} does not match `like` at leaf {(want or got)['path']}: "
+                    f"expected {_show(want)}, got {_show(got)}"
+                )
+        values = []
+        for i, (_, x) in enumerate(leaves):
+            try:
+                a = npz[str(i)]
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+                raise damaged(f"arrays.npz, leaf {expected[i]['path']}: {e}") from None
+            shape, itemsize = _stored_shape(x)
+            if a.shape != shape or a.dtype.itemsize != itemsize:
+                raise damaged(
+                    f"arrays.npz, leaf {expected[i]['path']}: expected {itemsize}-byte values "
+                    f"of shape {shape} as manifest.json says, got {a.dtype}{list(a.shape)}"
+                )
+            values.append(_restore_leaf(x, a))
     return jax.tree_util.tree_unflatten(treedef, values), metadata
+
+
+def _open_or_damaged(path: Path, damaged):
+    try:
+        return path.open("rb")
+    except OSError as e:
+        raise damaged(f"{path.name}: {type(e).__name__}: {e}") from None
+
+
+def _read_json(path: Path, damaged):
+    try:
+        return json.loads(path.read_bytes())
+    except (OSError, ValueError) as e:  # missing, unreadable, truncated, not JSON
+        raise damaged(f"{path.name}: {type(e).__name__}: {e}") from None
 
 
 def _is_key(x) -> bool:
@@ -131,6 +232,15 @@ def _spec(path, x) -> dict:
 
 def _show(spec: dict | None) -> str:
     return "no leaf" if spec is None else f"{spec['path']} {spec['dtype']}{spec['shape']}"
+
+
+def _stored_shape(x) -> tuple[tuple[int, ...], int]:
+    """Shape and item size of the array ``_data`` stores for a leaf like ``x``."""
+    if _is_key(x):
+        data = jax.eval_shape(jax.random.key_data, x)
+        return tuple(data.shape), np.dtype(data.dtype).itemsize
+    a = np.asarray(x) if isinstance(x, _SCALARS) else x
+    return tuple(a.shape), np.dtype(a.dtype).itemsize
 
 
 def _data(x) -> np.ndarray:
