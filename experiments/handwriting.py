@@ -56,11 +56,11 @@ def run(split, name: str, activation: str, epochs: int, seeds: int, out) -> dict
     x_train, y_train, x_test, y_test = split[:4]
     model = keras_model(x_train.shape[1], activation)
     model.fit(x_train, y_train, batch_size=BATCH_SIZE, epochs=epochs,
-              validation_data=(x_test, y_test), progress=False)  # fmt: skip
+              validation_data=(x_test, y_test), verbose=0)  # fmt: skip
     score = model.evaluate(x_test, y_test)
     result = model.predict(x_test)
     label = f"{name}_{activation}"
-    plotting.history(model.history, out / f"{label}_history.png", title=label)
+    plotting.history(model.history.history, out / f"{label}_history.png", title=label)
 
     predicted = result.argmax(-1)
     wrong = np.flatnonzero(predicted != y_test)[:SHOWN]
@@ -82,7 +82,7 @@ def run(split, name: str, activation: str, epochs: int, seeds: int, out) -> dict
     return {
         "test_loss": score[0],
         "test_accuracy": score[1],
-        "train_accuracy": model.history["accuracy"][-1],
+        "train_accuracy": model.history.history["accuracy"][-1],
         "misclassified": int(np.sum(predicted != y_test)),
         "n_test": len(y_test),
         "seeds_test_accuracy": np.asarray(accs),

@@ -111,12 +111,12 @@ def run_early_stopping(sets, seeds: int, epochs: int) -> dict:
     net = build()
     measure = measurer(net, sets)
     config = nnfun.Config.make(LOSS, "adam", ["accuracy"], learning_rate=LEARNING_RATE)
-    stop = nnfun.EarlyStopping(monitor="val_loss", patience=PATIENCE)
+    stop = nnfun.EarlyStopping(monitor="val_loss", patience=PATIENCE, restore_best_weights=True)
     finals, best_epochs, val_curves = [], [], []
     for key in jax.random.split(jax.random.key(0), seeds):
         state, hist = nnfun.train.fit(
             net, *sets[0], config=config, key=key, epochs=epochs, batch_size=BATCH_SIZE,
-            validation_data=sets[1], early_stopping=stop, progress=False,
+            validation_data=sets[1], early_stopping=stop,
         )  # fmt: skip
         params = jax.tree.map(lambda a: a[None], state.params)
         finals.append(np.asarray(measure(params))[0])

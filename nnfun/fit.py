@@ -11,7 +11,6 @@ either way.
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 import warnings
@@ -26,7 +25,7 @@ from nnfun import callbacks as cbs
 from nnfun import parallel, train, validation
 
 CHUNK_SECONDS = 0.5  # what an automatic chunk aims at: quick progress, Ctrl-C and callbacks
-MAX_CHUNK = 4096  # the most epochs one compiled call runs (its history buffers' length)
+MAX_CHUNK = 1024  # the most epochs one compiled call runs (its history buffers' length)
 
 
 def _config_of(net, config=None) -> train.Config:
@@ -146,11 +145,9 @@ class _ChunkSizer:
         self.next = max(1, min(wanted, 8 * epochs, MAX_CHUNK))
 
 
-def _capacity(remaining: int, fixed: int | None) -> int:
-    """History buffers' length: a power of two, so that few programs compile."""
-    if fixed:
-        return fixed
-    return 1 << max(0, math.ceil(math.log2(max(1, min(remaining, MAX_CHUNK)))))
+def _capacity(fixed: int | None) -> int:
+    """History buffers' length: one size whatever the epochs, so one program compiles."""
+    return max(fixed or 0, MAX_CHUNK)
 
 
 def _copy(tree):
@@ -296,7 +293,7 @@ def fit(
         run = parallel.replicate(run, mesh)
     every_epoch = any(c.needs_every_epoch for c in others) or bool(host_best)
     sizer = _ChunkSizer(1 if every_epoch else epochs_per_chunk)
-    capacity = _capacity(epochs - initial_epoch, sizer.fixed)
+    capacity = _capacity(sizer.fixed)
     val_batch = validation_batch_size or batch_size
     plan = train.Plan(
         batch_size, bool(shuffle), capacity, val_batch, monitor, keep_best, track, mesh
@@ -355,12 +352,17 @@ def fit(
     state = run.state
     if stopping is not None and stopping.restore_best_weights and int(run.best_epoch) >= 0:
         state = run.best_state
-    history = {k: (np.stack(v) if k in dict(track) and v else v) for k, v in history.items()}
+    history = {k: (_stack(v) if k in dict(track) and v else v) for k, v in history.items()}
     for c in others:
         c.on_train_end({k: v[-1] for k, v in history.items() if isinstance(v, list) and v})
     if on_state is not None:
         on_state(state)
     return state, history
+
+
+def _stack(values: list):
+    """A probe's per-epoch pytrees as one pytree of arrays with a leading epoch axis."""
+    return jax.tree.map(lambda *a: np.stack(a), *values)
 
 
 def _check_track(track) -> tuple[tuple[str, Callable], ...]:
@@ -605,7 +607,7 @@ def fit_many(
         data = tuple(None if a is None else parallel.place_data(a, mesh) for a in data)
         run = parallel.replicate(run, mesh)
     sizer = _ChunkSizer(epochs_per_chunk)
-    plan = train.Plan(batch_size, bool(shuffle), _capacity(epochs - initial_epoch, sizer.fixed),
+    plan = train.Plan(batch_size, bool(shuffle), _capacity(sizer.fixed),
                       batch_size, monitor, keep_best, track, mesh)  # fmt: skip
     program = train.compiled_run(net, config, plan, many=True)
     models = int(jax.tree.leaves(states.step)[0].shape[0])
