@@ -650,9 +650,9 @@ class Short(NamedTuple):
 
 
 SHORT = {
-    "planar": Short((2, 4, 1), "tanh", None, "sgd", 1.2, 10_000, 200),
-    "cat": Short((12288, 7, 1), "relu", None, "sgd", 0.0075, 2_500, 10),
-    "digits": Short((64, 32, 10), "relu", 100, "adam", 1e-3, 300, 3),
+    "planar": Short((2, 4, 1), "tanh", None, "sgd", 1.2, 10_000, 100),
+    "cat": Short((12288, 7, 1), "relu", None, "sgd", 0.0075, 2_500, 3),
+    "digits": Short((64, 32, 10), "relu", 100, "adam", 1e-3, 300, 2),
 }
 CAT_DIR = ROOT.parent / "shared" / "data" / "catvnoncat"
 
