@@ -17,8 +17,9 @@ Everything here is written for that case and is the identity of the one-process 
 - ``is_main_process``, ``barrier``, ``any_process`` and ``check_on_all_processes``
   coordinate the host side: one writer, no reader ahead of it, one decision for all, and
   an error seen by one process raised by all;
-- ``save_checkpoint`` / ``restore_checkpoint`` / ``latest_checkpoint_step``: process 0 writes
-  the replicated state, every process restores it (the directory must be shared).
+- ``save_checkpoint``, ``restore_checkpoint``, ``restore_latest_checkpoint`` and
+  ``latest_checkpoint_step``: process 0 writes the replicated state, every process restores
+  the same one (the directory must be shared by all hosts).
 
 Functions that talk to other processes are collectives: every process must call them, in
 the same order, or the run hangs.
@@ -26,8 +27,10 @@ the same order, or the run hangs.
 
 from __future__ import annotations
 
+import json
 import os
 import traceback
+import zlib
 
 import jax
 import numpy as np
@@ -402,3 +405,36 @@ def restore_checkpoint(directory, like, mesh: Mesh | None = None, step: int | No
     if mesh is not None:
         tree = replicate(tree, mesh)
     return tree, metadata
+
+
+def restore_latest_checkpoint(directory, like, mesh: Mesh | None = None):
+    """``(tree, metadata)`` of the newest intact checkpoint (``checkpoint.restore_latest``:
+    damaged newer ones skipped), read by every process and, with ``mesh``, replicated over
+    it; None on every process when there is none. For ``fit``'s resume.
+
+    Every process must find the same one: when they read different checkpoints (a
+    directory that is not shared) or one fails, every process raises ``ValueError``.
+    A collective.
+    """
+    from nnfun import checkpoint
+
+    found, ok, message = None, True, ""
+    try:
+        found = checkpoint.restore_latest(directory, like=fetch(like))
+    except (OSError, ValueError, TypeError) as e:
+        ok, message = False, f"restoring the newest checkpoint in {directory} failed: {e}"
+    check_on_all_processes(ok, message)
+    if jax.process_count() > 1:
+        # The metadata tells checkpoints apart (fit stores its epoch and history there).
+        seen = "none" if found is None else json.dumps(found[1], sort_keys=True, default=str)
+        digests = multihost_utils.process_allgather(np.uint32(zlib.crc32(seen.encode())))
+        if len(set(np.asarray(digests).tolist())) > 1:
+            raise ValueError(
+                f"directory: processes 0..{len(digests) - 1} read different checkpoints in "
+                f"{directory}; it must be one directory every host shares (NFS, a mounted "
+                f"bucket), or use Orbax for per-host storage"
+            )
+    if found is None:
+        return None
+    tree, metadata = found
+    return (replicate(tree, mesh) if mesh is not None else tree), metadata

@@ -69,6 +69,15 @@ def tolist(tree):
     return [np.asarray(leaf).tolist() for leaf in jax.tree.leaves(tree)]
 
 
+def error_of(call) -> str | None:
+    """The ValueError message ``call()`` raises, or None."""
+    try:
+        call()
+    except ValueError as e:
+        return str(e)
+    return None
+
+
 # ---- scenarios: each returns what the test compares ------------------------------------------
 def scenario_replicate(args, mesh):
     """A state replicated over every process's devices, read back on each."""
@@ -159,10 +168,11 @@ def scenario_check_all(args, mesh):
 
 
 def scenario_checkpoint(args, mesh):
-    """Restores the checkpoint another run wrote, then writes this run's own."""
+    """Restores the checkpoint another run wrote, then writes this run's own and reads it
+    back; a directory each process has for itself is refused by all."""
     import jax
 
-    from nnfun import parallel
+    from nnfun import checkpoint, parallel
 
     out = {}
     if args.checkpoint_in is not None:
@@ -179,6 +189,16 @@ def scenario_checkpoint(args, mesh):
     parallel.save_checkpoint(directory, 3, state, metadata={"writer": jax.process_count()})
     out["latest"] = parallel.latest_checkpoint_step(directory)
     out["written_params"] = tolist(parallel.fetch(state.params))
+    latest, _ = parallel.restore_latest_checkpoint(directory, fresh_state(0), mesh)
+    out["latest_params"] = tolist(parallel.fetch(latest.params))
+    out["latest_replicated"] = all(a.sharding.is_fully_replicated for a in jax.tree.leaves(latest))
+    # Each process its own directory (hosts' local disks): every process must refuse it.
+    own = args.out / f"own_disk_{args.process_id}"
+    checkpoint.save(own, 1 + args.process_id, fresh_state(0), metadata={"epoch": args.process_id})
+    out["unshared"] = [
+        error_of(lambda: parallel.latest_checkpoint_step(own)),
+        error_of(lambda: parallel.restore_latest_checkpoint(own, fresh_state(0))),
+    ]
     return out
 
 
