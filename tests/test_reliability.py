@@ -11,13 +11,14 @@ import sys
 import traceback
 from pathlib import Path
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import nnfun
-from nnfun import activations, data, losses, train
+from nnfun import activations, checkpoint, data, losses, train
 from nnfun.layers import BatchNorm, Dense, Dropout, Maxout
 
 RNG = np.random.default_rng(0)
@@ -252,7 +253,12 @@ CASES = [
         TypeError,
         ["validation_data:", "pair (x_val, y_val)", "float32 array of shape (12, 4)"],
     ),
-    ("key an int", lambda: fit(key=0), TypeError, ["key:", "jax.random.key(0)", "got 0"]),
+    (
+        "key a float",
+        lambda: fit(key=1.5),
+        TypeError,
+        ["key:", "PRNG key (jax.random.key(n)) or an int seed", "float"],
+    ),
     (
         "config a string",
         lambda: fit(config="adam"),
@@ -486,27 +492,23 @@ def test_valid_binary_integer_labels_are_the_targets_themselves():
 
 # ---- non-finite values ------------------------------------------------------------------
 @pytest.mark.parametrize("learning_rate", [1e20, 3e38], ids=["loss-blows-up", "params-overflow"])
-def test_huge_learning_rate_stops_with_the_last_finite_state(learning_rate):
+def test_huge_learning_rate_stops_with_the_last_finite_epoch(learning_rate):
     cfg = nnfun.Config.make("categorical_crossentropy", "sgd", learning_rate=learning_rate)
     x = RNG.normal(size=(64, 4)).astype(np.float32) * 3
     y = RNG.integers(0, 3, 64).astype(np.int32)
-    state, hist = train.fit(NET, x, y, config=cfg, key=jax.random.key(0), epochs=3, batch_size=8)
+    start = train.init_state(NET, cfg, jax.random.key(0))
+    state, hist = train.fit(NET, x, y, config=cfg, state=start, epochs=3, batch_size=8)
     stopped = hist["stopped"]
-    assert (
-        "epoch 1, step " in stopped
-        and "layer " in stopped
-        and "kept the last finite state" in stopped
-    )
-    assert any(f"params[{i}]['{k}']" in stopped for i in (0, 1) for k in "Wb"), stopped
+    assert stopped.startswith("non-finite loss or gradient at epoch 1, step "), stopped
+    assert "(batch size 8)" in stopped and "kept the state after epoch 0" in stopped
+    assert any(f"params[{i}]['{k}'] (layer {i}" in stopped for i in (0, 1) for k in "Wb"), stopped
     step = int(stopped.split("step ")[1].split(" ")[0])
-    assert int(state.step) == step - 1  # every step before the bad one was kept
-    leaves = jax.tree.leaves((state.params, state.opt_state))
-    assert all(
-        bool(jnp.all(jnp.isfinite(leaf)))
-        for leaf in leaves
-        if jnp.issubdtype(leaf.dtype, jnp.floating)
-    )
-    assert hist.get("loss", []) == []  # the blown-up epoch is not recorded as completed
+    assert 1 <= step <= 8  # 64 samples in batches of 8
+    # Nothing of the blown-up epoch is kept or recorded: the state is the one fit started from.
+    assert int(state.step) == 0 and int(state.epoch) == 0
+    assert_identical(state, start)
+    chex.assert_tree_all_finite((state.params, state.opt_state))
+    assert hist.get("loss", []) == []
 
 
 def test_losses_and_activations_stay_finite_at_extremes():
@@ -520,7 +522,7 @@ def test_losses_and_activations_stay_finite_at_extremes():
         }
 
     for name, out in every_activation(z).items():
-        assert all(bool(jnp.all(jnp.isfinite(t))) for t in out), name
+        chex.assert_tree_all_finite(out, custom_message=name)
     y_int, y_hot = jnp.array([0, 1, 2]), jax.nn.one_hot(jnp.array([0, 1, 2]), 3)
     probs = jnp.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.5, 0.5, 0.0]])
 
@@ -534,7 +536,7 @@ def test_losses_and_activations_stay_finite_at_extremes():
         return out
 
     for name, out in every_loss(z, probs).items():
-        assert all(bool(jnp.all(jnp.isfinite(t))) for t in out), name
+        chex.assert_tree_all_finite(out, custom_message=str(name))
     # Logits of +-1e4: softmax + cross-entropy is fused, so J is exact, not inf.
     j = losses.value(losses.LOSSES["categorical_crossentropy_from_logits"], z[:1], jnp.array([0]))
     np.testing.assert_allclose(float(j), 2e4, rtol=1e-6)
@@ -552,35 +554,37 @@ def test_losses_and_activations_stay_finite_at_extremes():
             return value_and_manual, jax.grad(net.loss)(params, x, y, loss=loss)
 
         ((j, aux), manual), auto = both(params, x, y)
-        for tree in (j, aux.output, manual, auto):
-            assert all(bool(jnp.all(jnp.isfinite(t))) for t in jax.tree.leaves(tree)), loss
+        chex.assert_tree_all_finite((j, aux.output, manual, auto), custom_message=loss)
         assert float(j) > 1.0  # saturated and wrong for some samples: a large but finite loss
 
 
 # ---- Ctrl-C -----------------------------------------------------------------------------
-def _interrupt_on_call(monkeypatch, target, name, call_number):
-    original, calls = getattr(target, name), []
-
-    def wrapper(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == call_number:
-            raise KeyboardInterrupt
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(target, name, wrapper)
-
-
-@pytest.mark.parametrize("during", ["epoch", "validation"])
-def test_ctrl_c_returns_the_last_completed_epoch(monkeypatch, during):
+@pytest.mark.parametrize(
+    ("epochs_per_chunk", "interrupted_call"),
+    [(1, 3), (2, 2)],
+    ids=["third one-epoch chunk", "second two-epoch chunk"],
+)
+def test_ctrl_c_returns_the_last_completed_chunk(monkeypatch, epochs_per_chunk, interrupted_call):
+    """Ctrl-C inside a compiled chunk (here: when it is called) keeps every completed chunk
+    and nothing of the interrupted one: the state and history of a 2-epoch fit."""
     kw = dict(config=CFG, key=jax.random.key(3), batch_size=4, validation_data=(X, Y))
-    reference, ref_hist = train.fit(NET, X, Y, epochs=2, **kw)
-    if during == "epoch":  # inside the compiled epoch program of epoch 3
-        original, calls = train._compiled_epoch, []
-        counted = lambda *a, **k: _counting(original(*a, **k), calls)  # noqa: E731
-        monkeypatch.setattr(train, "_compiled_epoch", counted)
-    else:  # in epoch 3's validation, after its training: that epoch must not be kept
-        _interrupt_on_call(monkeypatch, train, "evaluate", 3)
-    state, hist = train.fit(NET, X, Y, epochs=5, **kw)
+    reference, ref_hist = train.fit(NET, X, Y, epochs=2, epochs_per_chunk=2, **kw)
+    original, calls = train.compiled_run, []
+
+    def interrupting(*args, **kwargs):
+        program = original(*args, **kwargs)
+
+        def run(*a):
+            calls.append(1)
+            if len(calls) == interrupted_call:
+                raise KeyboardInterrupt
+            return program(*a)
+
+        return run
+
+    monkeypatch.setattr(train, "compiled_run", interrupting)
+    state, hist = train.fit(NET, X, Y, epochs=6, epochs_per_chunk=epochs_per_chunk, **kw)
+    assert len(calls) == interrupted_call
     assert hist["stopped"] == "interrupted after epoch 2"
     assert int(state.epoch) == 2 and len(hist["loss"]) == len(hist["val_loss"]) == 2
     assert hist["loss"] == ref_hist["loss"] and hist["val_accuracy"] == ref_hist["val_accuracy"]
@@ -593,19 +597,7 @@ def _raw(leaf):
 
 def assert_identical(a, b):
     """Bit-identical pytrees (PRNG keys compared by their data)."""
-    assert jax.tree.structure(a) == jax.tree.structure(b)
-    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        np.testing.assert_array_equal(np.asarray(_raw(u)), np.asarray(_raw(v)))
-
-
-def _counting(fn, calls):
-    def wrapped(*args):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return fn(*args)
-
-    return wrapped
+    chex.assert_trees_all_equal(jax.tree.map(_raw, a), jax.tree.map(_raw, b))
 
 
 # ---- broken data files ------------------------------------------------------------------
@@ -613,7 +605,8 @@ def test_missing_and_corrupt_data_files_are_named(tmp_path):
     missing = tmp_path / "nowhere"
     with pytest.raises(FileNotFoundError, match="nowhere"):
         data.load_mnist(missing)
-    h5py = pytest.importorskip("h5py")
+    import h5py  # a test dependency: a broken install must fail, not skip
+
     for part in ("train", "test"):
         with h5py.File(tmp_path / f"{part}_catvnoncat.h5", "w") as f:
             f["wrong"] = np.zeros(3)
@@ -643,8 +636,9 @@ def _load_worker():
     return module
 
 
-def _lines_in_one_save(checkpoint, directory, state, history) -> int:
-    """Lines executed inside nnfun/checkpoint.py by one save (the kill points to choose from)."""
+def _lines_in_one_save(directory, run, history) -> int:
+    """Lines executed inside nnfun/checkpoint.py by one save of fit's kind (the kill points
+    to choose from)."""
     target, count = os.path.abspath(checkpoint.__file__), [0]
 
     def tracer(frame, event, arg):
@@ -655,20 +649,25 @@ def _lines_in_one_save(checkpoint, directory, state, history) -> int:
 
     sys.settrace(tracer)
     try:
-        checkpoint.save(directory, int(state.epoch), state, metadata=history, keep=2)
+        checkpoint.save(directory, 1, run, metadata={"history": history, "epoch": 1}, keep=2)
     finally:
         sys.settrace(None)
     return count[0]
 
 
-def test_sigkill_while_saving_keeps_the_last_checkpoint_and_resume_is_bit_identical(tmp_path):
-    checkpoint = pytest.importorskip("nnfun.checkpoint")
+def test_sigkill_while_saving_keeps_the_last_checkpoint_and_fit_resumes_from_it(
+    tmp_path, monkeypatch
+):
+    """fit killed inside its second checkpoint save: the folder holds an intact checkpoint,
+    and the next fit resumes from it (runs only the epochs left) to the uninterrupted run's
+    bits. nnfun.checkpoint's own tests kill at every stage of a save."""
     worker = _load_worker()
     reference, ref_hist = worker.fit()  # uninterrupted, no checkpoints
     one_epoch, one_hist = worker.fit(epochs=1)
-    lines = _lines_in_one_save(checkpoint, tmp_path / "probe", one_epoch, one_hist)
+    like = train.start_run(one_epoch)
+    lines = _lines_in_one_save(tmp_path / "probe", like, one_hist)
     assert lines > 3
-    kill_points = sorted({lines // 2, lines - 1})  # partial files; all written, not committed
+    kill_points = sorted({lines // 3, 2 * lines // 3})
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     runs = {
         k: subprocess.Popen(
@@ -677,19 +676,34 @@ def test_sigkill_while_saving_keeps_the_last_checkpoint_and_resume_is_bit_identi
         )
         for k in kill_points
     }  # fmt: skip
-    for k, run in runs.items():
-        log, _ = run.communicate(timeout=300)
-        assert run.returncode == -signal.SIGKILL, f"kill at line {k}: rc {run.returncode}\n{log}"
+    epochs_run = []
+    original = train.compiled_run
+
+    def counting(*args, **kwargs):
+        program = original(*args, **kwargs)
+
+        def run(run_state, count, data):
+            out = program(run_state, count, data)
+            epochs_run.append(int(out[2]))
+            return out
+
+        return run
+
+    monkeypatch.setattr(train, "compiled_run", counting)
+    for k, proc in runs.items():
+        log, _ = proc.communicate(timeout=300)
+        assert proc.returncode == -signal.SIGKILL, f"kill at line {k}: rc {proc.returncode}\n{log}"
         directory = tmp_path / f"kill{k}"
         # Killed inside the second save: the first checkpoint (epoch 1) is intact, or the
         # second is complete if the kill came after it was committed; never a broken one.
         step = checkpoint.latest_step(directory)
         assert step in (1, 2), (k, step)
-        restored, history = checkpoint.restore(directory, like=one_epoch)
-        assert int(restored.epoch) == step and len(history["loss"]) == step
-        assert history["loss"] == ref_hist["loss"][:step]
-        # Resuming from it reproduces the uninterrupted run bit for bit.
+        restored, meta = checkpoint.restore(directory, like=like)
+        assert int(restored.state.epoch) == step and meta["epoch"] == step
+        assert meta["history"]["loss"] == ref_hist["loss"][:step]
+        epochs_run.clear()
         resumed, hist = worker.fit(checkpoint_dir=directory, checkpoint_every=1)
+        assert sum(epochs_run) == worker.EPOCHS - step  # resumed, not retrained
         assert_identical(resumed, reference)
         assert hist["loss"] == ref_hist["loss"] and hist["accuracy"] == ref_hist["accuracy"]
         assert checkpoint.latest_step(directory) == worker.EPOCHS
