@@ -75,7 +75,7 @@ def run_host(args) -> int:
     )
     if parallel.is_main_process():
         print(
-            f"{jax.process_count()} processes x {jax.local_device_count()} devices, "
+            f"{jax.process_count()} process(es) x {jax.local_device_count()} devices, "
             f"{jax.device_count()} in the mesh; {time.perf_counter() - start:.1f} s"
         )
         for epoch, (loss, acc) in enumerate(zip(history["loss"], history["accuracy"], strict=True)):
