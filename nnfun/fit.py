@@ -317,6 +317,8 @@ def fit(
             new, logs, done, blown = program(_copy(run), jnp.asarray(count, jnp.int32), data)
             done, blown = int(done), bool(blown)
             sizer.observe(done, time.perf_counter() - started)
+            if blown:  # the rare blow-up: rerun the chunk's finite epochs for their state
+                new = program(_copy(run), jnp.asarray(done, jnp.int32), data)[0]
             rows = _rows(logs, done, epoch, names, track, history)
             before = int(run.best_epoch)
             run = new
@@ -607,8 +609,8 @@ def fit_many(
         data = tuple(None if a is None else parallel.place_data(a, mesh) for a in data)
         run = parallel.replicate(run, mesh)
     sizer = _ChunkSizer(epochs_per_chunk)
-    plan = train.Plan(batch_size, bool(shuffle), _capacity(sizer.fixed),
-                      batch_size, monitor, keep_best, track, mesh)  # fmt: skip
+    plan = train.Plan(batch_size, bool(shuffle), _capacity(sizer.fixed), batch_size, monitor,
+                      keep_best, track, mesh, keep_finite=True)  # fmt: skip
     program = train.compiled_run(net, config, plan, many=True)
     models = int(jax.tree.leaves(states.step)[0].shape[0])
     blown_at = [None] * models

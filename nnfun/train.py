@@ -210,7 +210,10 @@ def train_step(net, config: Config, state: TrainState, x, y, sample_weight=None)
     flag per leaf, and with ``grad="checked"`` ``grad_error``: the relative error of each
     leaf's manual gradient against ``jax.grad`` (0 on steps not checked).
     """
-    key, step_key = jax.random.split(state.key)
+    if any(layer.stochastic for layer in net.layers):
+        key, step_key = jax.random.split(state.key)
+    else:  # nothing random in the step: keep the key (a split per step costs tiny networks)
+        key, step_key = state.key, None
     kwargs = dict(
         loss=config.loss,
         state=state.model_state,
@@ -297,9 +300,10 @@ def run_epoch(
     """
     n = x.shape[0]
     full, rest = _batches(n, batch_size)
-    key, perm_key = jax.random.split(state.key)
-    state = state._replace(key=key)
     whole = batch_size >= n  # one batch: every epoch sees the same samples, in any order
+    if shuffle and not whole:
+        key, perm_key = jax.random.split(state.key)
+        state = state._replace(key=key)
 
     def step(carry, idx):
         state, healthy = carry
@@ -327,7 +331,7 @@ def run_epoch(
         carry, metrics = step(carry, None)
         metrics = jax.tree.map(lambda a: a[None], metrics)
     else:
-        order = jax.random.permutation(perm_key, n) if shuffle else jnp.arange(n)
+        order = jax.random.permutation(perm_key, n) if shuffle else jnp.arange(n)  # noqa: F821
         parts = []
         if full:
             batches = order[: full * batch_size].reshape(full, -1)
@@ -417,6 +421,9 @@ class Plan(NamedTuple):
     keep_best: bool = False
     track: tuple[tuple[str, Callable], ...] = ()
     mesh: Any = None
+    # Keep the last finite epoch's state in the loop (fit_many, where the other models train
+    # on); fit instead replays the chunk up to it on the rare blow-up, saving a select a epoch.
+    keep_finite: bool = False
 
 
 def log_names(config: Config, validation: bool, track=()) -> list[str]:
@@ -436,7 +443,8 @@ def run_epochs(net, config: Config, plan: Plan, run: Run, count, data):
     Returns ``(run, logs, done, blown)``: logs maps each log name (and each probe of
     ``plan.track``) to a buffer with one row per epoch of which the first ``done`` are
     filled; the loop ends early when early stopping says stop or an epoch turns non-finite
-    (``blown``), and ``run.state`` is then the last finite, completed epoch's.
+    (``blown``). Then ``run`` is the last finite, completed epoch's with ``plan.keep_finite``;
+    without it, the failed epoch's (rerun ``done`` epochs from the same start to get it).
     """
     x, y, sw, xv, yv, swv = data
     names = log_names(config, xv is not None)
@@ -463,7 +471,7 @@ def run_epochs(net, config: Config, plan: Plan, run: Run, count, data):
         return row
 
     def body(carry):
-        i, run, logs, halted = carry
+        i, run, logs, halted, _ = carry
         state, batch_metrics = run_epoch(net, config, plan.batch_size, plan.shuffle, run.state,
                                          x, y, sw, mesh=plan.mesh, guard=False)  # fmt: skip
         finite = jnp.all(batch_metrics["finite"])
@@ -484,15 +492,14 @@ def run_epochs(net, config: Config, plan: Plan, run: Run, count, data):
             )
             if plan.keep_best:
                 new = new._replace(best_state=_select(improved, state, run.best_state))
-        run = _select(finite, new, run)
+        run = _select(finite, new, run) if plan.keep_finite else new
         logs = jax.tree.map(lambda buf, v: buf.at[i].set(v), logs, row)
-        return i + finite.astype(jnp.int32), run, logs, halted | ~finite | run.stopped
+        return i + finite.astype(jnp.int32), run, logs, halted | ~finite | run.stopped, ~finite
 
     shapes = jax.eval_shape(lambda: record(*_epoch_shapes(net, config, plan, run.state, data)))
     logs = jax.tree.map(lambda s: jnp.zeros((plan.capacity, *s.shape), s.dtype), shapes)
-    carry = (jnp.zeros((), jnp.int32), run, logs, run.stopped)
-    done, run, logs, halted = jax.lax.while_loop(lambda c: (c[0] < count) & ~c[3], body, carry)
-    blown = halted & ~run.stopped & (done < count)
+    carry = (jnp.zeros((), jnp.int32), run, logs, run.stopped, jnp.zeros_like(run.stopped))
+    done, run, logs, _, blown = jax.lax.while_loop(lambda c: (c[0] < count) & ~c[3], body, carry)
     return run, logs, done, blown
 
 
