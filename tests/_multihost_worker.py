@@ -138,18 +138,19 @@ def scenario_step(args, mesh):
     }
 
 
-def scenario_n_local(args, mesh):
-    """Process i passes 4 + 2i rows: every process must raise, none may hang."""
+def scenario_user_errors(args, mesh):
+    """Mistakes raise the same ValueError on every process: process i passing 4 + 2i rows
+    (none may hang), process-local NumPy data for a fit, a batch that does not split."""
     import numpy as np
 
     from nnfun import parallel
 
-    rows = 4 + 2 * args.process_id
-    try:
-        parallel.shard_host_data(np.zeros((rows, FEATURES), np.float32), mesh)
-    except ValueError as e:
-        return {"error": str(e)}
-    return {"error": None}
+    rows = np.zeros((4 + 2 * args.process_id, FEATURES), np.float32)
+    return {
+        "n_local": error_of(lambda: parallel.shard_host_data(rows, mesh)),
+        "numpy_data": error_of(lambda: parallel.place_data(rows[:4], mesh)),
+        "batch_size": error_of(lambda: parallel.check_batch_size(6, mesh)),
+    }
 
 
 def scenario_check_all(args, mesh):
@@ -236,6 +237,10 @@ def scenario_fit(args, mesh):
     state, history = recipe(5, args.out / "whole")
     evaluated = nnfun.train.evaluate(net, state, *val, config=config)
     predicted = parallel.fetch(nnfun.train.predict(net, state, val[0], as_numpy=False))
+    try:  # NumPy rows of every process, as on one process
+        as_numpy = np.asarray(nnfun.train.predict(net, state, val[0])).tolist()
+    except Exception as e:  # reported by the test, after the rest is compared
+        as_numpy = f"{type(e).__name__}: {e}"
     # The same run stopped after its epoch-2 checkpoint and started again (one program).
     _, first = recipe(2, args.out / "resumed")
     resumed, second = recipe(5, args.out / "resumed")
@@ -243,6 +248,7 @@ def scenario_fit(args, mesh):
         "history": history,
         "evaluate": [float(v) for v in evaluated],
         "predict": np.asarray(predicted).tolist(),
+        "predict_numpy": as_numpy,
         "params": tolist(parallel.fetch(state.params)),
         "first_history": first,
         "resumed_history": second,
