@@ -9,6 +9,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import nnfun
@@ -200,6 +201,24 @@ def test_damaged_or_foreign_folders_get_a_clear_error_naming_the_path(tmp_path, 
     message = f"{hostile}: layers\\[0\\]: unknown layer class 'os.system'"
     with pytest.raises(ValueError, match=message):
         nnfun.load_model(hostile)
+
+
+def test_uncompiled_models_round_trip_and_unsavable_settings_say_what_to_do(tmp_path):
+    model = nnfun.Sequential([Dense(2, input_dim=3)], key=0)
+    model.save(tmp_path / "plain")
+    loaded = nnfun.load_model(tmp_path / "plain")
+    assert loaded.compiled is None
+    chex.assert_trees_all_equal(loaded.get_weights(), model.get_weights())
+    model.compile(loss="mse", optimizer=optax.sgd(0.1))
+    with pytest.raises(
+        TypeError, match="optax GradientTransformation.*optimizer name.*save_weights"
+    ):
+        model.save(tmp_path / "optax")
+    model.compile(loss="mse", optimizer="sgd", learning_rate=optax.constant_schedule(0.1))
+    with pytest.raises(TypeError, match="schedule.*save_weights"):
+        model.save(tmp_path / "schedule")
+    model.save_weights(tmp_path / "weights")  # the weights alone can always be saved
+    assert not (tmp_path / "optax").exists() and not (tmp_path / "schedule").exists()
 
 
 # ---- custom objects ------------------------------------------------------------------------
