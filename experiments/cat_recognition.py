@@ -52,7 +52,7 @@ COURSE_COST = {  # cost at iterations 0 and 100
     "L-layer": (0.771749, 0.672053),
 }
 COURSE_TEST_ACCURACY = {"2-layer": 0.72, "L-layer": 0.80}
-COURSE_COST_TOL = 1e-5  # float32 here, float64 in the course (printed to 6 digits)
+COURSE_COST_TOL = 1e-5  # float32 here, float64 there; the L-layer costs are printed to 6 digits
 COURSE_ACCURACY_TOL = 0.02  # one test image of 50
 COURSE_QUICK_ITERATIONS = 101  # enough for the costs at iterations 0 and 100
 
