@@ -5,7 +5,10 @@ steady-state steps/s over whole epochs (compilation excluded, median of repeats)
 Workload 2: width 8192, depth 4, batch 8192, bfloat16 compute: TFLOP/s (6 * batch * weights
 per step) next to a measured bf16 matmul peak. Workload 3: 256 nets 64-64-10 on digits,
 full batch, 200 steps, vmapped vs one after another. Peak device memory for 1 and 2.
-Peers that are not installed are skipped with a line saying so. Prints a table, writes JSON.
+Workload 4: short epochs, whole runs timed: planar 2-4-1 full batch 10,000 epochs, cat
+12288-7-1 full batch 2,500 epochs, digits 64-32-10 batch 100 Adam 300 epochs.
+Peers that are not installed are skipped with a line saying so; a variant that crashes is
+recorded as failed and the script exits 1. Prints a table, writes JSON.
 """
 
 from __future__ import annotations
