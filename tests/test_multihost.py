@@ -174,8 +174,9 @@ def test_checkpoints_cross_between_one_and_two_processes(runs):
 
 @pytest.mark.xfail(
     strict=False,
-    reason="train.fit saves and restores checkpoints with nnfun.checkpoint on every process "
-    "(racing writers); it must call parallel.save_checkpoint / restore_checkpoint (issue 10)",
+    reason="fit saves and restores checkpoints with nnfun.checkpoint on every process (racing "
+    "writers) and predict reads a global array with np.asarray; they must call "
+    "parallel.save_checkpoint / restore_latest_checkpoint and parallel.fetch (issue 10)",
 )
 def test_readme_pod_recipe_matches_one_process(runs):
     multi, single = result(runs["multi"], "fit"), result(runs["single"], "fit")
