@@ -28,6 +28,7 @@ class Layer:
     """Defaults for layers without parameters, state or randomness."""
 
     stochastic = False  # needs a key in training
+    weighs_samples = False  # forward takes sample_weight (BatchNorm's batch statistics)
     regularized: tuple[str, ...] = ()  # params that L1/L2 penalise
     input_dim: int | None = None
     input_shape: tuple[int, ...] | None = None  # Keras's input_shape= on a first layer
@@ -334,12 +335,18 @@ class BatchNorm(Layer):
     """y = gamma * (x - mean) / sqrt(var + epsilon) + beta, per feature (the last axis).
 
     Training uses the batch's statistics over every axis but the last (N for (N, F), N*H*W
-    for (N, H, W, C) feature maps) and returns running statistics updated as
-    running = momentum * running + (1 - momentum) * batch; evaluation uses the running ones.
+    for (N, H, W, C) feature maps), weighted by ``sample_weight`` (N,) when given, so a
+    sample of weight 0 leaves them untouched: mean = sum_i p_i x_i, var = sum_i p_i
+    (x_i - mean)^2, p = w / sum(w). It returns running statistics updated as running =
+    momentum * running + (1 - momentum) * batch (kept when every weight is 0), computed in
+    the state's dtype (float32 under bfloat16 compute, where a 1% update would round away);
+    evaluation uses the running ones.
     """
 
     momentum: float = 0.99
     epsilon: float = 1e-5
+
+    weighs_samples = True
 
     def __post_init__(self):
         if not 0 <= self.momentum < 1:
@@ -356,9 +363,10 @@ class BatchNorm(Layer):
         c = in_shape[-1]
         return {"mean": jnp.zeros((c,), dtype), "var": jnp.ones((c,), dtype)}
 
-    def forward(self, params, state, x, key=None, train=False):
+    def forward(self, params, state, x, key=None, train=False, sample_weight=None):
         _check_x(self, x, params["gamma"].shape[0], flat=False)
         axes = tuple(range(x.ndim - 1))
+        p = None  # per-sample weights normalised to sum 1 over the values, or None: 1/count
         if train:
             count = math.prod(x.shape[:-1])
             if count < 2:
@@ -366,31 +374,50 @@ class BatchNorm(Layer):
                     "BatchNorm: training needs at least 2 values per feature to estimate a "
                     f"variance, got x of shape {x.shape}"
                 )
-            mean = jnp.mean(x, axis=axes)
-            var = jnp.mean(jnp.square(x - mean), axis=axes)
+            # Statistics in the wider of x's and the state's dtype, then x's for the rest.
+            acc = jnp.promote_types(x.dtype, state["mean"].dtype)
+            xs = x.astype(acc)
             m = self.momentum
+            if sample_weight is None:
+                mean = jnp.mean(xs, axis=axes)
+                var = jnp.mean(jnp.square(xs - mean), axis=axes)
+            else:
+                w = jnp.reshape(sample_weight, (-1,) + (1,) * (x.ndim - 1)).astype(acc)
+                total = jnp.sum(w) * (count // x.shape[0])
+                p = w / jnp.maximum(total, jnp.finfo(acc).tiny)
+                mean = jnp.sum(p * xs, axis=axes)
+                var = jnp.sum(p * jnp.square(xs - mean), axis=axes)
+                m = jnp.where(total > 0, m, 1.0).astype(acc)  # an all-padding batch
+                p = p.astype(x.dtype)
             state = {
-                "mean": m * state["mean"] + (1 - m) * mean,
-                "var": m * state["var"] + (1 - m) * var,
+                k: (m * state[k] + (1 - m) * v).astype(state[k].dtype)
+                for k, v in (("mean", mean), ("var", var))
             }
         else:
             mean, var = state["mean"], state["var"]
+        mean, var = mean.astype(x.dtype), var.astype(x.dtype)
         inv_std = jax.lax.rsqrt(var + self.epsilon)
         x_hat = (x - mean) * inv_std
-        return params["gamma"] * x_hat + params["beta"], state, (x_hat, inv_std, train)
+        return params["gamma"] * x_hat + params["beta"], state, (x_hat, inv_std, train, p)
 
     def backward(self, params, cache, dy):
-        x_hat, inv_std, train = cache
+        x_hat, inv_std, train, p = cache
         axes = tuple(range(dy.ndim - 1))
         dparams = {"gamma": jnp.sum(dy * x_hat, axis=axes), "beta": jnp.sum(dy, axis=axes)}
         dx_hat = dy * params["gamma"]
         if not train:  # fixed statistics: x_hat is affine in x
             return dparams, dx_hat * inv_std
         # The batch mean and variance depend on every x:
-        # dx = inv_std * (dx_hat - mean(dx_hat) - x_hat * mean(dx_hat * x_hat)).
-        mean_dx_hat = jnp.mean(dx_hat, axis=axes)
-        mean_dx_hat_x_hat = jnp.mean(dx_hat * x_hat, axis=axes)
-        return dparams, inv_std * (dx_hat - mean_dx_hat - x_hat * mean_dx_hat_x_hat)
+        # dx = inv_std * (dx_hat - mean(dx_hat) - x_hat * mean(dx_hat * x_hat)),
+        if p is None:
+            mean_dx_hat = jnp.mean(dx_hat, axis=axes)
+            mean_dx_hat_x_hat = jnp.mean(dx_hat * x_hat, axis=axes)
+            return dparams, inv_std * (dx_hat - mean_dx_hat - x_hat * mean_dx_hat_x_hat)
+        # and with weights (d mean/dx_i = p_i, d var/dx_i = 2 p_i (x_i - mean)):
+        # dx_i = inv_std * (dx_hat_i - p_i * (sum(dx_hat) + x_hat_i * sum(dx_hat * x_hat))).
+        sum_dx_hat = jnp.sum(dx_hat, axis=axes)
+        sum_dx_hat_x_hat = jnp.sum(dx_hat * x_hat, axis=axes)
+        return dparams, inv_std * (dx_hat - p * (sum_dx_hat + x_hat * sum_dx_hat_x_hat))
 
 
 @dataclass(frozen=True)

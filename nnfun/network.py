@@ -140,8 +140,11 @@ class Network:
             )
 
     # ---- forward ----------------------------------------------------------------------
-    def forward(self, params, x, *, state=None, key=None, train=False):
-        """Runs every layer, keeping caches: ``(y, new_state, caches)``."""
+    def forward(self, params, x, *, state=None, key=None, train=False, sample_weight=None):
+        """Runs every layer, keeping caches: ``(y, new_state, caches)``.
+
+        ``sample_weight`` (batch,) weights BatchNorm's training statistics (0: left out).
+        """
         if validation.is_concrete(params, x):  # tracers pass untouched; their shapes are checked
             # Concrete params and x may still be constants closed over inside a jit trace,
             # where the value checks would otherwise produce tracers; evaluate them now.
@@ -149,8 +152,8 @@ class Network:
                 x = validation.check_x(self, x, nonempty=False)
                 validation.check_params(self, params)
         self._check_input(x)
-        if state is None:
-            state = self.init_state(x.dtype)
+        if state is None:  # statistics at least float32, also for bfloat16 or integer x
+            state = self.init_state(jnp.promote_types(x.dtype, jnp.float32))
         if train and key is None and any(layer.stochastic for layer in self.layers):
             raise ValueError("key: training a network with Dropout/RReLU needs a PRNG key")
         keys = (
@@ -160,7 +163,8 @@ class Network:
         )
         new_state, caches = [], []
         for layer, p, s, k in zip(self.layers, params, state, keys, strict=True):
-            x, s, cache = layer.forward(p, s, x, key=k, train=train)
+            weighed = {"sample_weight": sample_weight} if layer.weighs_samples else {}
+            x, s, cache = layer.forward(p, s, x, key=k, train=train, **weighed)
             new_state.append(s)
             caches.append(cache)
         return x, new_state, caches
@@ -180,13 +184,17 @@ class Network:
         self, params, x, y, *, loss, sample_weight=None, l1=0.0, l2=0.0, compute_dtype=None, **fwd
     ):
         loss = losses.get(loss)
+        if validation.is_concrete(x, y):  # named errors, as apply gives for x, before JAX's
+            with jax.ensure_compile_time_eval():
+                y = validation.check_y(self, loss, y, np.shape(x)[0])
+        fwd["sample_weight"] = sample_weight
         if compute_dtype is not None:  # mixed precision: layers run in compute_dtype ...
             state = fwd.get("state")
-            fwd["state"] = None if state is None else _cast(state, compute_dtype)
             out, new_state, caches = self.forward(
                 _cast(params, compute_dtype), _cast(x, compute_dtype), **fwd
             )
-            # ... while the loss, the output and the carried state stay in float32.
+            # ... while the loss, the output and the carried state (BatchNorm's running
+            # statistics, updated in their own dtype) stay in float32.
             out = out.astype(jnp.float32)
             new_state = new_state if state is None else _cast_like(new_state, state)
         else:

@@ -3,6 +3,7 @@ bfloat16 compute, and weighted (masked) BatchNorm statistics."""
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -92,3 +93,94 @@ def test_batchnorm_batch_check_refuses_exactly_what_the_layer_refuses(layers, on
             assert f"batch_size={batch_size} with {n} samples" in str(e)
             check_ok = False
         assert check_ok == layer_ok, (n, batch_size, layer_ok)
+
+
+# ---- BatchNorm: running statistics under bfloat16, weighted (masked) batch statistics ------
+def test_batchnorm_running_statistics_stay_float32_under_bfloat16_compute():
+    """A 1% momentum update added in bfloat16 rounds away (the running mean of data of mean
+    3 stalled at 2.04): the running statistics and their update stay in float32."""
+    net = nnfun.Sequential([BatchNorm(), Dense(2, "softmax")], input_shape=(4,))
+    params = net.init(jax.random.key(0))
+    rng = np.random.default_rng(0)
+    batches = rng.normal(3.0, 2.0, size=(300, 32, 4)).astype(np.float32)
+    labels = jnp.zeros(32, jnp.int32)
+
+    @jax.jit
+    def run(state, xs):
+        def step(state, xb):
+            _, aux = net.objective(
+                params, xb, labels, loss="categorical_crossentropy", state=state,
+                train=True, compute_dtype="bfloat16",
+            )  # fmt: skip
+            return aux.state, None
+
+        return jax.lax.scan(step, state, xs)[0]
+
+    state = run(net.init_state(), jnp.asarray(batches))
+    assert state[0]["mean"].dtype == jnp.float32
+    # NumPy in float64 on the values the layer sees: the data rounded to bfloat16.
+    seen = batches.astype(jnp.bfloat16).astype(np.float64)
+    mean, var = np.zeros(4), np.ones(4)
+    for xb in seen:
+        mean = 0.99 * mean + 0.01 * xb.mean(axis=0)
+        var = 0.99 * var + 0.01 * xb.var(axis=0)
+    np.testing.assert_allclose(state[0]["mean"], mean, rtol=1e-5)
+    np.testing.assert_allclose(state[0]["var"], var, rtol=1e-5)
+    assert np.all(np.abs(mean - 3.0 * (1 - 0.99**300)) < 0.05)  # 2.85: what they approach
+
+
+def _bn_net():
+    return nnfun.Sequential(
+        [Dense(5, "tanh", input_dim=3), BatchNorm(momentum=0.9), Dense(3, "softmax")]
+    )
+
+
+def test_zero_weight_samples_are_left_out_of_batchnorm_exactly():
+    """Padding a batch with weight-0 samples changes nothing: loss, running statistics and
+    both gradients equal those of the batch without the pads (the pads used to enter the
+    batch statistics: loss 0.777 vs 0.860)."""
+    net, loss = _bn_net(), "categorical_crossentropy"
+    rng = np.random.default_rng(1)
+    with jax.enable_x64(True):
+        params = jax.tree.map(lambda a: a.astype(jnp.float64), net.init(jax.random.key(0)))
+        state = net.init_state(jnp.float64)
+        x = jnp.asarray(rng.normal(size=(8, 3)))
+        y = jnp.asarray(rng.integers(0, 3, 8))
+        pads = jnp.asarray(rng.normal(5.0, 10.0, size=(3, 3)))  # far from the data
+        x_pad = jnp.concatenate([x, pads])
+        y_pad = jnp.concatenate([y, jnp.zeros(3, y.dtype)])
+        w = jnp.concatenate([jnp.ones(8), jnp.zeros(3)])
+        kw = dict(loss=loss, state=state, train=True)
+
+        @jax.jit  # one program per weighting: op-by-op dispatch is slow
+        def both(x, y, sample_weight=None):
+            extra = {"sample_weight": sample_weight}
+            (value, aux), manual = net.value_and_manual_grad(params, x, y, **kw, **extra)
+            auto = jax.grad(lambda p: net.loss(p, x, y, **kw, **extra))(params)
+            return value, aux.state, manual, auto
+
+        plain = both(x, y)
+        padded = both(x_pad, y_pad, w)
+        chex.assert_trees_all_close(padded, plain, rtol=1e-12, atol=1e-15)
+        # Weights other than 0/1 weigh the statistics as the loss does; the hand-written
+        # backward of the weighted statistics agrees with jax.grad.
+        value, _, manual, auto = both(x_pad, y_pad, jnp.asarray(rng.uniform(0, 2, 11)))
+        chex.assert_trees_all_close(manual, auto, rtol=1e-10, atol=1e-14)
+        assert not np.allclose(value, plain[0])
+
+
+def test_net_loss_checks_concrete_targets_as_apply_checks_x():
+    net = _small_net()
+    params = net.init(jax.random.key(0))
+    x, loss = jnp.ones((10, 3)), "categorical_crossentropy"
+    with pytest.raises(ValueError, match=r"y: expected 10 samples \(as many as x\), got 40"):
+        net.loss(params, x, jnp.zeros(40, jnp.int32), loss=loss)
+    with pytest.raises(ValueError, match=r"y: expected class labels in \[0, 3\)"):
+        net.objective(params, x, jnp.full(10, 3), loss=loss)
+    # Under jit the targets are tracers: no value checks, the same result as before.
+    y = jnp.arange(10) % 3
+    np.testing.assert_allclose(
+        jax.jit(lambda p: net.loss(p, x, y, loss=loss))(params),
+        net.loss(params, x, y, loss=loss),
+        rtol=1e-6,
+    )
