@@ -894,8 +894,8 @@ def short_torch(spec: Short, x, y) -> ShortRun:
     dev = _torch_device()
     act = torch.nn.Tanh if spec.hidden == "tanh" else torch.nn.ReLU
     params0 = _short_params(spec)
-    xt = torch.from_numpy(x).to(dev)
-    yt = torch.from_numpy(y).to(dev)
+    xt = torch.from_numpy(np.array(x)).to(dev)  # a writable copy: the loaders' arrays are not
+    yt = torch.from_numpy(np.array(y)).to(dev)
     n, batch = x.shape[0], spec.batch or x.shape[0]
 
     def loss_of(model, xb, yb):
