@@ -1,10 +1,34 @@
-"""Shared test helpers."""
+"""Shared test helpers and the Hypothesis profiles.
+
+Profiles (``NNFUN_HYPOTHESIS_PROFILE``): "ci", the default, is deterministic (derandomized,
+no example database) with 25 examples a test; "thorough" draws 40 times as many, at random,
+for a local run: ``NNFUN_HYPOTHESIS_PROFILE=thorough python -m pytest tests/test_fuzz.py``.
+Tests that fix their own ``max_examples`` keep it.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "ci",
+    max_examples=25,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "thorough",
+    max_examples=1000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile(os.environ.get("NNFUN_HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture

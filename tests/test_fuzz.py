@@ -1,13 +1,17 @@
-"""Property tests: random shapes, dtypes and values through the public functions either work
-(right shape, finite where the input is) or fail with the documented ValueError/TypeError."""
+"""Property tests of the public functions, valid and invalid input apart: valid input (any
+numeric dtype, batch size and finite values) works and gives finite output of the right
+shape; invalid input (wrong kind, shape, labels or non-finite values) raises the documented
+ValueError/TypeError. Example counts come from the Hypothesis profile (tests/conftest.py)."""
 
 import warnings
 
+import chex
 import hypothesis.extra.numpy as hnp
 import jax
 import jax.numpy as jnp
 import numpy as np
-from hypothesis import HealthCheck, event, given, settings
+import pytest
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 import nnfun
@@ -18,140 +22,231 @@ NET = nnfun.Sequential([Dense(4, "tanh", input_dim=3), Dense(2, "softmax")])
 PARAMS = NET.init(jax.random.key(0))
 CFG = nnfun.Config.make("categorical_crossentropy", "sgd", learning_rate=0.1)
 DOCUMENTED = (ValueError, TypeError)
-FAST = settings(
-    max_examples=25, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck)
-)
+NUMERIC = [np.float32, np.float16, np.int32, np.bool_]
 
-DTYPES = [np.float32, np.float16, np.float64, np.int32, np.uint8, np.bool_, np.complex64]
-VALUES = st.floats(allow_nan=True, allow_infinity=True, width=16) | st.sampled_from(
-    [0.0, 1.0, -1.0, 2.0, 1e4, -1e4]
-)
+
+# ---- strategies ------------------------------------------------------------------------
+ROWS = (1, 3)  # few distinct shapes: each new (shape, dtype) compiles the ops again
 
 
 @st.composite
-def arrays(draw, valid=None, max_dims=3):
-    """Mostly arrays of the ``valid`` shape with ordinary values; otherwise a random dtype,
-    shape and values (NaN, inf, +-1e4 included), or something that is not an array at all."""
-    kind = draw(st.integers(0, 9))
-    if kind == 0:
-        return draw(st.sampled_from(["abc", None, [[1.0, 2.0], [3.0]], np.array(["a", "b"])]))
-    if valid is not None and kind >= 4:
-        shape, dtype, elements = valid, np.float32, st.floats(-3, 3, width=32)
-    else:
-        dtype, elements = draw(st.sampled_from(DTYPES)), VALUES
-        shape = draw(hnp.array_shapes(min_dims=0, max_dims=max_dims, min_side=0, max_side=4))
-    values = draw(hnp.arrays(np.float32, shape, elements=elements))
+def valid_x(draw, features=3):
+    """(rows, features) of any numeric dtype with finite values."""
+    dtype = draw(st.sampled_from(NUMERIC))
+    rows = draw(st.sampled_from(ROWS))
+    values = draw(hnp.arrays(np.float32, (rows, features),
+                             elements=st.floats(-1e4, 1e4, width=16)))  # fmt: skip
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # NaN/inf cast to integer dtypes
+        warnings.simplefilter("ignore")  # large floats cast to small integer types
         return values.astype(dtype)
 
 
+def valid_labels(n, classes):
+    """Integer labels (n,) in [0, classes), or one-hot targets (n, classes)."""
+    labels = st.lists(st.integers(0, classes - 1), min_size=n, max_size=n).map(
+        lambda v: np.asarray(v, np.int32)
+    )
+    return labels | labels.map(lambda v: np.eye(classes, dtype=np.float32)[v])
+
+
+def not_an_array():
+    return st.sampled_from(["abc", None, [[1.0, 2.0], [3.0]], np.array(["a", "b"]),
+                            np.ones((2, 3), object), np.ones((2, 3), np.complex64)])  # fmt: skip
+
+
 @st.composite
-def labels(draw, n, classes):
-    """Integer labels (n,) mostly in [0, classes), one-hot (n, classes), or any array."""
-    kind = draw(st.integers(0, 3))
-    if kind == 0:
-        return draw(arrays(max_dims=2))
-    y = np.asarray(draw(st.lists(st.integers(-1 if kind == 1 else 0, classes - 1 + (kind == 1)),
-                                 min_size=n, max_size=n)), np.int32)  # fmt: skip
-    return np.eye(classes, dtype=np.float32)[y % classes] if kind == 2 else y
+def invalid_x(draw, features=3):
+    """Inputs the network refuses: not numeric, a wrong shape or NaN/inf (an empty batch is
+    valid for apply; fit refuses it)."""
+    kind = draw(st.sampled_from(["kind", "shape", "non-finite"]))
+    if kind == "kind":
+        return draw(not_an_array())
+    if kind == "shape":
+        shape = draw(hnp.array_shapes(min_dims=0, max_dims=3, min_side=1, max_side=4).filter(
+            lambda s: len(s) != 2 or s[1] != features))  # fmt: skip
+        return np.ones(shape, np.float32)
+    x = draw(valid_x(features)).astype(np.float32)
+    x[draw(st.integers(0, x.shape[0] - 1)), draw(st.integers(0, features - 1))] = draw(
+        st.sampled_from([np.nan, np.inf, -np.inf])
+    )
+    return x
 
 
-def all_finite(tree) -> bool:
-    return all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(tree))
+@st.composite
+def invalid_labels(draw, n, classes):
+    """Targets refused for n samples of ``classes``: out of range, float class labels, a
+    wrong count or width, non-finite, not numeric."""
+    kind = draw(st.sampled_from(["range", "float", "count", "width", "non-finite", "kind"]))
+    if kind == "range":
+        y = np.zeros(n, np.int32)
+        y[draw(st.integers(0, n - 1))] = draw(st.sampled_from([-1, classes, 7]))
+        return y
+    if kind == "float":
+        return np.zeros(n, np.float32)
+    if kind == "count":
+        return np.zeros(draw(st.sampled_from([n - 1, n + 1])), np.int32)
+    if kind == "width":
+        return np.zeros((n, draw(st.sampled_from([classes - 1, classes + 1]))), np.float32)
+    if kind == "non-finite":
+        return np.full((n, classes), np.nan, np.float32)
+    return np.array(["a"] * n)
 
 
-def finite_input(x) -> bool:
-    return isinstance(x, np.ndarray) and x.dtype.kind in "biuf" and bool(np.isfinite(x).all())
+# ---- network ---------------------------------------------------------------------------
+@given(x=valid_x())
+def test_apply_on_valid_input_gives_finite_probabilities(x):
+    event(str(x.dtype))
+    out = NET.apply(PARAMS, x)
+    assert out.shape == (x.shape[0], 2)
+    chex.assert_tree_all_finite(out)
+    np.testing.assert_allclose(np.asarray(out).sum(1), 1.0, rtol=1e-5)
 
 
-@FAST
-@given(x=arrays(valid=(4, 3)))
-def test_apply_works_or_raises_documented_errors(x):
+@given(x=invalid_x())
+def test_apply_on_invalid_input_raises_a_documented_error(x):
     try:
-        out = NET.apply(PARAMS, x)
+        NET.apply(PARAMS, x)
     except DOCUMENTED as e:
         event(type(e).__name__)
         return
-    event("worked")
-    assert out.shape == (x.shape[0], 2) and x.shape[1:] == (3,)
-    assert finite_input(x) and all_finite(out)
+    raise AssertionError(f"no ValueError/TypeError for x = {x!r}")
 
 
-@FAST
+@given(data=st.data(), loss=st.sampled_from(["categorical_crossentropy", "mse"]))
+def test_loss_and_manual_grad_on_valid_input_are_finite(data, loss):
+    x = data.draw(valid_x())
+    y = data.draw(valid_labels(x.shape[0], 2))
+    j = NET.loss(PARAMS, x, y, loss=loss)
+    grads = NET.manual_grad(PARAMS, x, y, loss=loss)
+    assert j.shape == () and float(j) >= 0
+    chex.assert_trees_all_equal_shapes(grads, PARAMS)
+    chex.assert_tree_all_finite((j, grads))
+
+
 @given(data=st.data())
-def test_loss_and_manual_grad_work_or_raise_documented_errors(data):
-    x = data.draw(arrays(valid=(5, 3)))
-    y = data.draw(labels(5, 2))
-    loss = data.draw(st.sampled_from(["categorical_crossentropy", "mse", "hinge"]))
-    try:
-        j = NET.loss(PARAMS, x, y, loss=loss)
-        grads = NET.manual_grad(PARAMS, x, y, loss=loss)
-    except DOCUMENTED as e:
-        event(type(e).__name__)
-        return
-    event("worked")
-    assert j.shape == () and jax.tree.structure(grads) == jax.tree.structure(PARAMS)
-    if finite_input(x) and finite_input(y) and np.abs(y).max(initial=0) <= 1:
-        assert all_finite((j, grads))
+def test_loss_and_manual_grad_on_invalid_input_raise_documented_errors(data):
+    x, y = np.ones((3, 3), np.float32), np.array([0, 1, 1], np.int32)
+    loss = "categorical_crossentropy"
+    part = data.draw(st.sampled_from(["x", "y", "loss"]))
+    if part == "x":  # arrays of one dimension or more: see the next test for the others
+        x = data.draw(invalid_x().filter(lambda x: isinstance(x, np.ndarray) and x.ndim >= 1))
+        y = np.zeros(np.shape(x)[0] if np.ndim(x) == 2 else 3, np.int32)
+    elif part == "y":
+        y = data.draw(invalid_labels(3, 2))
+    else:
+        loss = data.draw(st.sampled_from(["hinge", "", "MSE"]))
+    event(part)
+    for fn in (NET.loss, NET.manual_grad):
+        try:
+            fn(PARAMS, x, y, loss=loss)
+        except DOCUMENTED:
+            continue
+        raise AssertionError(f"{fn.__name__}: no ValueError/TypeError for {part}: {x!r}, {y!r}")
 
 
-@FAST
+@pytest.mark.xfail(
+    strict=True,
+    raises=IndexError,
+    reason="Network._objective reads np.shape(x)[0] before checking x (network.py, check_y "
+    "call): IndexError instead of check_x's TypeError/ValueError",
+)
+@pytest.mark.parametrize("x", ["abc", None, np.float32(1.0)], ids=["str", "None", "scalar"])
+def test_loss_with_x_that_is_no_batch_raises_a_documented_error(x):
+    with pytest.raises(DOCUMENTED):
+        NET.loss(PARAMS, x, np.zeros(3, np.int32), loss="categorical_crossentropy")
+
+
+# ---- losses and activations --------------------------------------------------------------
 @given(data=st.data(), name=st.sampled_from(sorted(losses.LOSSES)))
-def test_losses_work_or_raise_documented_errors(data, name):
-    pred = data.draw(arrays(valid=(4, 3)))
-    y = data.draw(labels(4, 3))
-    try:
-        value = losses.value(name, pred, y)
-        grad = losses.gradient(name, pred, y)
-    except DOCUMENTED as e:
-        event(type(e).__name__)
-        return
-    event("worked")
+def test_losses_on_valid_input_are_finite(data, name):
+    n, k = 3, data.draw(st.sampled_from([1, 3]))
+    pred = data.draw(hnp.arrays(np.float32, (n, k), elements=st.floats(-10, 10, width=32)))
+    y = data.draw(valid_labels(n, k))
+    value, grad = losses.value(name, pred, y), losses.gradient(name, pred, y)
     assert value.shape == () and grad.shape == pred.shape
+    chex.assert_tree_all_finite((value, grad))
 
 
-@FAST
-@given(z=arrays(valid=(2, 3)), name=st.sampled_from(sorted(activations.ACTIVATIONS)))
+@given(data=st.data(), name=st.sampled_from(sorted(losses.LOSSES)))
+def test_losses_on_invalid_input_raise_documented_errors(data, name):
+    pred, y = np.full((3, 2), 0.5, np.float32), np.array([0, 1, 1], np.int32)
+    bad = data.draw(st.sampled_from(["pred kind", "pred dims", "pred int", "y kind", "y shape"]))
+    if bad == "pred kind":
+        pred = data.draw(not_an_array() | st.just([[0.5, 0.5]] * 3))
+    elif bad == "pred dims":
+        pred = np.full(data.draw(st.sampled_from([(), (3,)])), 0.5, np.float32)
+    elif bad == "pred int":
+        pred = np.ones((3, 2), data.draw(st.sampled_from([np.int32, np.uint8, np.bool_])))
+    elif bad == "y kind":
+        y = data.draw(not_an_array())
+    else:
+        y = np.zeros(data.draw(st.sampled_from([(3, 3), (3, 1), (2, 2), (3, 2, 1)])), np.float32)
+    event(bad)
+    for fn in (losses.value, losses.gradient):
+        try:
+            fn(name, pred, y)
+        except DOCUMENTED:
+            continue
+        raise AssertionError(f"{fn.__name__}: no ValueError/TypeError for {bad}")
+
+
+@given(
+    z=hnp.arrays(
+        st.sampled_from([np.float32, np.float16]),
+        st.sampled_from([(3,), (2, 3)]),
+        elements=st.floats(-1e4, 1e4, width=16),
+    ),  # fmt: skip
+    name=st.sampled_from(sorted(activations.ACTIVATIONS)),
+)
 def test_activations_keep_shape_and_stay_finite(z, name):
     act = activations.ACTIVATIONS[name]
-    try:
-        a = act.fn(jnp.asarray(z))
-        dz = act.vjp(jnp.asarray(z), a, jnp.ones_like(a))
-    except DOCUMENTED as e:
-        event(type(e).__name__)
-        return
-    event("worked")
-    assert a.shape == dz.shape == np.shape(z)
-    if finite_input(z) and np.dtype(z.dtype).kind == "f" and z.dtype != np.float16:
-        assert all_finite((a, dz)), (name, z)
+    a = act.fn(jnp.asarray(z))
+    dz = act.vjp(jnp.asarray(z), a, jnp.ones_like(a))
+    assert a.shape == dz.shape == z.shape and a.dtype == dz.dtype == z.dtype
+    if z.dtype == np.float32:  # float16 may overflow (exp(12) > 65504): no promise there
+        chex.assert_tree_all_finite((a, dz), custom_message=name)
 
 
-@settings(max_examples=15, deadline=None, derandomize=True)
+# ---- fit ---------------------------------------------------------------------------------
+def _valid_fit_args(n, features, labels, batch_size, epochs) -> bool:
+    """fit's documented contract, written out independently of its checks."""
+
+    def count(v, low):
+        return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+    labels_ok = labels.min(initial=0) >= 0 and labels.max(initial=0) < 2
+    return n >= 1 and features == 3 and labels_ok and count(batch_size, 1) and count(epochs, 0)
+
+
+# Each distinct (n, batch_size) compiles a program: fewer examples than the cheap tests.
+@settings(max_examples=max(15, settings.default.max_examples * 3 // 5))
 @given(
     n=st.sampled_from([1, 3, 5, 6, 0]),
     features=st.sampled_from([3, 3, 3, 2]),
     low=st.sampled_from([0, 0, 0, -1]),
     high=st.sampled_from([2, 2, 2, 3]),
-    batch_size=st.sampled_from([2, 4, 1, 0, -2, 2.5, "4"]),
+    batch_size=st.sampled_from([2, 4, 1, 0, -2, 2.5, "4", True]),
     epochs=st.sampled_from([1, 2, 0, -1, 1.0]),
     float_x=st.booleans(),
 )
-def test_fit_on_tiny_data_works_or_raises_documented_errors(
+def test_fit_on_tiny_data_trains_every_batch_or_raises_documented_errors(
     n, features, low, high, batch_size, epochs, float_x
 ):
     rng = np.random.default_rng(n)
     x = rng.normal(size=(n, features)).astype(np.float32 if float_x else np.int32)
     y = rng.integers(low, high, n)
-    try:
-        state, hist = train.fit(
-            NET, x, y, config=CFG, key=jax.random.key(0), epochs=epochs, batch_size=batch_size
-        )
-    except DOCUMENTED as e:
-        event(type(e).__name__)
-        return
-    event("worked")
-    assert n >= 1 and features == 3 and y.min() >= 0 and y.max() < 2
+    fit = lambda: train.fit(NET, x, y, config=CFG, key=jax.random.key(0), epochs=epochs,  # noqa: E731
+                            batch_size=batch_size)  # fmt: skip
+    if not _valid_fit_args(n, features, y, batch_size, epochs):
+        event("invalid")
+        try:
+            fit()
+        except DOCUMENTED:
+            return
+        raise AssertionError("no ValueError/TypeError")
+    event("valid")
+    state, hist = fit()
+    batches = len(range(0, n, batch_size))  # every sample used: the last batch may be smaller
     assert len(hist.get("loss", [])) == epochs and int(state.epoch) == epochs
-    assert int(state.step) == epochs * train.steps_per_epoch(n, batch_size)
-    assert all_finite(state.params)
+    assert int(state.step) == epochs * batches
+    chex.assert_tree_all_finite(state.params)
