@@ -66,6 +66,7 @@ def script(tmp_path_factory):
         nnfun.EarlyStopping(monitor="val_loss", patience=PATIENCE),
         nnfun.ModelCheckpoint(tmp / "best", save_best_only=True),
         nnfun.CSVLogger(tmp / "log.csv"),
+        nnfun.ModelCheckpoint(tmp / "best_weights", save_best_only=True, save_weights_only=True),
     ]
     history = model.fit(
         X_TRAIN,
@@ -113,6 +114,11 @@ def test_the_checkpoint_holds_the_best_epoch_not_the_last(script):
     loss, _ = best.evaluate(X_TRAIN[cut:], Y_TRAIN[cut:], batch_size=64, verbose=0)
     assert loss == pytest.approx(min(val_loss), rel=1e-6)
     assert int(best.state.epoch) == int(np.argmin(val_loss)) + 1
+    # save_weights_only: the same best epoch's weights, for load_weights into a new model.
+    layers = [nnfun.Dense(32, "relu", input_dim=64), nnfun.Dropout(0.2), nnfun.Dense(10)]
+    fresh = nnfun.Sequential(layers, key=1)
+    fresh.load_weights(script.tmp / "best_weights")
+    chex.assert_trees_all_equal(fresh.get_weights(), best.get_weights())
 
 
 def test_csv_logger_writes_one_row_per_epoch_with_sorted_keys(script):
