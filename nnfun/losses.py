@@ -3,9 +3,10 @@
 A loss is a record of two per-sample functions: ``fn(pred, y) -> (batch,)`` and
 ``grad(pred, y) -> d fn_i / d pred_i`` (shape of ``pred``). ``value`` and ``gradient``
 reduce them to the weighted batch mean J = sum_i w_i L_i / sum_i w_i (w = 1 by default;
-w = 0 masks a padded sample out exactly). Logit forms are stable for logits of +-1e4, and
-``FUSED`` pairs an output activation with its loss so that the network backpropagates the
-textbook gradients softmax + CE -> (p - y)/m and sigmoid + BCE -> (a - y)/m.
+w = 0 masks a padded sample out exactly; the network passes the same weights to BatchNorm's
+training statistics, so a pad is left out of those too). Logit forms are stable for logits
+of +-1e4, and ``FUSED`` pairs an output activation with its loss so that the network
+backpropagates the textbook gradients softmax + CE -> (p - y)/m and sigmoid + BCE -> (a - y)/m.
 """
 
 from __future__ import annotations
