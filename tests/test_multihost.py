@@ -56,7 +56,7 @@ def launch(processes: int, devices: int, scenarios: str, out: Path, checkpoint_i
                "--scenario", scenarios, "--out", str(out)]  # fmt: skip
         if checkpoint_in is not None:
             cmd += ["--checkpoint-in", str(checkpoint_in)]
-        log = open(out / f"log.{i}.txt", "w")  # noqa: SIM115 (closed below)
+        log = open(out / f"log.{i}.txt", "w")  # closed below, once the process has ended
         procs.append((subprocess.Popen(cmd, env=env, stdout=log, stderr=log,
                                        start_new_session=True), log))  # fmt: skip
     deadline = time.monotonic() + TIMEOUT
@@ -67,6 +67,8 @@ def launch(processes: int, devices: int, scenarios: str, out: Path, checkpoint_i
                 break  # done, or one failed: the others may wait forever in a collective
             time.sleep(0.1)
     finally:
+        running = [i for i, (p, _) in enumerate(procs) if p.poll() is None]
+        late = time.monotonic() >= deadline
         for p, log in procs:
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGKILL)  # its session: the process and any child
@@ -80,7 +82,9 @@ def launch(processes: int, devices: int, scenarios: str, out: Path, checkpoint_i
         else:
             failed = sorted(out.glob(f"{name}.*.error"))
             logs = "\n".join((out / f"log.{i}.txt").read_text()[-2000:] for i in range(processes))
-            errors[name] = failed[0].read_text() if failed else f"no result; logs:\n{logs}"
+            cause = "running at the timeout" if late else "running when another failed"
+            why = f"(processes {running} killed, {cause})" if running else ""
+            errors[name] = failed[0].read_text() if failed else f"no result {why}; logs:\n{logs}"
     results["errors"] = errors
     return results
 
