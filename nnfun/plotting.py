@@ -84,3 +84,61 @@ def save(fig, path: str | Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def figure_with_3d(ncols: int, three_d: Sequence[int] = (0,), size=(4.5, 3.5)):
+    """A one-row figure of ``ncols`` panels; those listed in ``three_d`` are 3-D axes."""
+    fig = plt.figure(figsize=(size[0] * ncols, size[1]))
+    axes = [
+        fig.add_subplot(1, ncols, i + 1, projection="3d" if i in three_d else None)
+        for i in range(ncols)
+    ]
+    return fig, axes
+
+
+def surface(ax, x, y, z, *, title="", xlabel="", ylabel="", zlabel="") -> None:
+    """The surface z(x, y) on 3-D axes; x, y, z are ``(n, m)`` grids (``np.meshgrid``)."""
+    ax.plot_surface(x, y, z, cmap="viridis", linewidth=0, antialiased=True, alpha=0.9)
+    ax.contour(x, y, z, levels=15, cmap="viridis", offset=float(np.min(z)), linewidths=0.8)
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel, zlabel=zlabel)
+
+
+def contour_map(
+    ax,
+    x,
+    y,
+    z,
+    *,
+    levels=20,
+    centre: Sequence[float] | None = None,
+    arrows: tuple[np.ndarray, np.ndarray] | None = None,
+    paths: Mapping[str, np.ndarray] | None = None,
+    title: str = "",
+    xlabel: str = "",
+    ylabel: str = "",
+) -> None:
+    """Contour lines of z(x, y) with optional extras.
+
+    ``centre``: a point marked with a star; ``arrows``: (points (n, 2), vectors (n, 2)), drawn
+    with equal length so that their direction shows; ``paths``: {label: (steps, 2)} polylines
+    (e.g. gradient-descent iterates). The axes keep the grid's extent and equal scales.
+    """
+    lines = ax.contour(x, y, z, levels=levels, cmap="viridis", linewidths=0.9)
+    ax.figure.colorbar(lines, ax=ax, fraction=0.046)
+    if arrows is not None:
+        at, vec = (np.asarray(a, np.float64) for a in arrows)
+        unit = vec / np.maximum(np.linalg.norm(vec, axis=1, keepdims=True), 1e-300)
+        ax.quiver(at[:, 0], at[:, 1], unit[:, 0], unit[:, 1], color="crimson", width=0.004,
+                  scale=25, label="gradient direction")  # fmt: skip
+    for label, path in (paths or {}).items():
+        path = np.asarray(path, np.float64)
+        ax.plot(path[:, 0], path[:, 1], ".-", ms=3, lw=1, label=label)
+    if centre is not None:
+        ax.plot(*centre, "k*", ms=12, label="minimum")
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel, aspect="equal")
+    ax.set_xlim(float(np.min(x)), float(np.max(x)))
+    ax.set_ylim(float(np.min(y)), float(np.max(y)))
+    ax.legend(fontsize=7, loc="upper left")
+
+
+__all__ += ["figure_with_3d", "surface", "contour_map"]
