@@ -353,14 +353,20 @@ def _build(config: dict, custom_objects, path: Path, sequential_class):
             k: _decode(v, custom_objects, f"{where} argument {k}", path)
             for k, v in entry["config"].items()
         }
-        built.append(cls.from_config(kwargs) if hasattr(cls, "from_config") else cls(**kwargs))
+        try:
+            built.append(cls.from_config(kwargs) if hasattr(cls, "from_config") else cls(**kwargs))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"load_model: {path}: {where}: cannot build {name}: {e}") from None
     # An explicit key: loading must not draw from the process-wide seed sequence.
     model = sequential_class(built, tuple(config["input_shape"]), key=0, name=str(config["name"]))
     options = config["compile"]
     if options is not None:
         options = dict(options)
         loss = _decode(options.pop("loss"), custom_objects, "compile argument loss", path)
-        model.compile(loss=loss, **options)
+        try:
+            model.compile(loss=loss, **options)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"load_model: {path}: compile settings: {e}") from None
     return model
 
 

@@ -201,6 +201,10 @@ def test_damaged_or_foreign_folders_get_a_clear_error_naming_the_path(tmp_path, 
     message = f"{hostile}: layers\\[0\\]: unknown layer class 'os.system'"
     with pytest.raises(ValueError, match=message):
         nnfun.load_model(hostile)
+    config["layers"][0].update(class_name="Dense", config={"units": -3})
+    (hostile / "model.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=f"{hostile}: layers\\[0\\]: cannot build Dense: .*units"):
+        nnfun.load_model(hostile)
 
 
 def test_uncompiled_models_round_trip_and_unsavable_settings_say_what_to_do(tmp_path):
