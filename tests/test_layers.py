@@ -188,6 +188,45 @@ def test_batchnorm_normalises_and_its_backward_matches_jax(shape):
         layer.forward(params, state, jnp.ones((1, c)), train=True)
 
 
+@pytest.mark.parametrize("shape", [(16, 3), (4, 3, 2, 5)], ids=["N,F", "N,H,W,C"])
+def test_batchnorm_weighted_statistics_against_numpy_and_backward_against_jax(shape):
+    """sample_weight (N,) weighs each sample's values in the batch statistics (a weight-0
+    sample is left out) and the hand-written backward of the weighted statistics is exact."""
+    layer, c = BatchNorm(momentum=0.9, epsilon=1e-5), shape[-1]
+    x = normal(shape, 1, 3.0) + 2.0
+    w = jnp.asarray(np.random.default_rng(2).uniform(0.0, 2.0, shape[0])).at[1].set(0.0)
+    x = x.at[1].set(1e3)  # the weight-0 sample, far off: it must not move the statistics
+    params = {"gamma": normal((c,), 2) + 1.5, "beta": normal((c,), 3)}
+    state = layer.init_state(shape[1:], jnp.float64)
+
+    @jax.jit
+    def run(params, x, dy, w):
+        def forward(p, x):
+            return layer.forward(p, state, x, train=True, sample_weight=w)
+
+        y, new_state, cache = forward(params, x)
+        _, vjp = jax.vjp(lambda p, x: forward(p, x)[0], params, x)
+        return y, new_state, layer.backward(params, cache, dy), vjp(dy)
+
+    dy = normal(shape, 5)
+    y, new_state, manual, ref = run(params, x, dy, w)
+    # NumPy: every sample's H*W values carry its weight.
+    values = np.asarray(x).reshape(-1, c)
+    weights = np.repeat(np.asarray(w), values.shape[0] // shape[0])
+    mean = np.average(values, axis=0, weights=weights)
+    var = np.average((values - mean) ** 2, axis=0, weights=weights)
+    np.testing.assert_allclose(new_state["mean"], 0.1 * mean, rtol=1e-12)
+    np.testing.assert_allclose(new_state["var"], 0.9 + 0.1 * var, rtol=1e-12)
+    expected = (np.asarray(x) - mean) / np.sqrt(var + 1e-5) * params["gamma"] + params["beta"]
+    np.testing.assert_allclose(y, expected, rtol=1e-10, atol=1e-10)
+    report = gradcheck.compare(manual, ref, tol=TOL, name="jax.vjp")
+    assert report.ok, str(report)
+    # A batch of weight-0 samples only (all padding) leaves the running statistics as they were.
+    _, kept, _ = layer.forward(params, new_state, x, train=True, sample_weight=jnp.zeros(shape[0]))
+    np.testing.assert_array_equal(kept["mean"], new_state["mean"])
+    np.testing.assert_array_equal(kept["var"], new_state["var"])
+
+
 def test_flatten_and_activation_layers():
     x = normal((2, 3, 4, 5))
     layer = Flatten()
