@@ -362,9 +362,9 @@ def fit(
     return state, history
 
 
-def _stack(values: list):
-    """A probe's per-epoch pytrees as one pytree of arrays with a leading epoch axis."""
-    return jax.tree.map(lambda *a: np.stack(a), *values)
+def _stack(chunks: list):
+    """A probe's per-chunk pytrees as one pytree of arrays with a leading epoch axis."""
+    return jax.tree.map(lambda *a: np.concatenate(a), *chunks)
 
 
 def _check_track(track) -> tuple[tuple[str, Callable], ...]:
@@ -398,20 +398,36 @@ def _to_boundary(epoch: int, every: int, directory) -> int:
     return every - epoch % every if directory is not None else MAX_CHUNK
 
 
-def _rows(logs, done: int, epoch: int, names, track, history) -> list[tuple[int, dict]]:
-    """Appends the chunk's ``done`` epochs to history; returns (epoch, scalar logs) pairs."""
+class _Rows:
+    """A chunk's epochs as (epoch, logs) pairs, each built only when asked for: the host
+    keeps whole columns, so thousands of short epochs cost no Python per epoch."""
+
+    def __init__(self, columns: dict[str, list], first_epoch: int):
+        self.columns, self.first = columns, first_epoch
+        self.count = len(next(iter(columns.values()))) if columns else 0
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, i: int) -> tuple[int, dict]:
+        i = range(self.count)[i]
+        return self.first + i, {k: v[i] for k, v in self.columns.items()}
+
+    def __iter__(self):
+        return (self[i] for i in range(self.count))
+
+
+def _rows(logs, done: int, epoch: int, names, track, history) -> _Rows:
+    """Appends the chunk's ``done`` epochs to history; returns them as (epoch, logs) rows."""
     logs = parallel.fetch(logs) if hasattr(parallel, "fetch") else jax.device_get(logs)
-    rows = []
-    for i in range(done):
-        row = {k: float(logs[k][i]) for k in names}
-        for k, v in row.items():
-            if k != "grad_error_leaf":
-                history[k].append(v)
-        for name, _ in track:
-            history.setdefault(name, []).append(jax.tree.map(lambda a, i=i: a[i], logs[name]))
-        history.setdefault("epoch", []).append(epoch + i)
-        rows.append((epoch + i, row))
-    return rows
+    columns = {k: np.asarray(logs[k][:done], np.float64).tolist() for k in names}
+    for k, v in columns.items():
+        if k != "grad_error_leaf":
+            history[k].extend(v)
+    for name, _ in track:  # one pytree of arrays per chunk, joined at the end
+        history.setdefault(name, []).append(jax.tree.map(lambda a: a[:done], logs[name]))
+    history.setdefault("epoch", []).extend(range(epoch, epoch + done))
+    return _Rows(columns, epoch)
 
 
 def _check_grad_error(net, config, state, rows, warned) -> None:
@@ -490,15 +506,19 @@ def _blow_up(net, config, plan, state, data, epoch: int) -> str:
 def _save(directory, run, history: dict, epoch: int, keep: int) -> None:
     from nnfun import checkpoint
 
-    plain = {k: (v if k not in ("stopped",) else v) for k, v in history.items()}
-    plain = {k: [np.asarray(a).tolist() for a in v] if _is_probe(v) else v
-             for k, v in plain.items()}  # fmt: skip
+    plain = {k: _plain(_stack(v)) if _is_probe(v) else v for k, v in history.items()}
     checkpoint.save(directory, int(run.state.epoch), run,
                     metadata={"history": plain, "epoch": epoch}, keep=keep)  # fmt: skip
 
 
 def _is_probe(values) -> bool:
-    return isinstance(values, list) and bool(values) and not isinstance(values[0], float)
+    return isinstance(values, list) and bool(values) and not isinstance(values[0], (int, float))
+
+
+def _plain(tree):
+    """A probe's arrays as JSON: {"__probe__": tree of nested lists, "dtypes": ...}."""
+    return {"__probe__": jax.tree.map(lambda a: a.tolist(), tree),
+            "dtypes": jax.tree.map(lambda a: a.dtype.name, tree)}  # fmt: skip
 
 
 def _resume(directory, run):
@@ -509,8 +529,12 @@ def _resume(directory, run):
     if found is None:
         return None
     run, meta = found
-    history = {k: [np.asarray(a) for a in v] if _is_probe(v) else v
-               for k, v in meta["history"].items()}  # fmt: skip
+    history = {
+        k: [jax.tree.map(lambda dtype, a: np.asarray(a, dtype), v["dtypes"], v["__probe__"])]
+        if isinstance(v, dict) and "__probe__" in v
+        else v
+        for k, v in meta["history"].items()
+    }
     return run, history, int(meta["epoch"])
 
 
