@@ -16,6 +16,8 @@ import csv
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import jax
+
 BATCH_HOOKS = (
     "on_batch_begin",
     "on_batch_end",
@@ -202,6 +204,8 @@ class CSVLogger(_LogsOnly):
         self._keys: list[str] | None = None
 
     def on_train_begin(self, logs=None) -> None:
+        if jax.process_index() != 0:  # one host writes the log of a multi-host run
+            return
         has_rows = self.append and self.filename.exists() and self.filename.stat().st_size > 0
         if not has_rows:
             self.filename.parent.mkdir(parents=True, exist_ok=True)
@@ -212,6 +216,8 @@ class CSVLogger(_LogsOnly):
                 self._keys = next(csv.reader(f, delimiter=self.separator))[1:]
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:
+        if jax.process_index() != 0:
+            return
         logs = {k: v for k, v in (logs or {}).items() if isinstance(v, (int, float))}
         with self.filename.open("a", newline="") as f:
             writer = csv.writer(f, delimiter=self.separator)

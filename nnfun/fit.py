@@ -11,7 +11,10 @@ either way.
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -97,6 +100,15 @@ def prepare_data(net, config, x, y, *, sample_weight=None, class_weight=None,
     validation split is the last fraction of the samples, taken before any shuffling."""
     x, y = validation.check_data(net, config.loss, x, y)
     n = x.shape[0]
+    if jax.process_count() > 1:
+        for name, value in (("sample_weight", sample_weight), ("class_weight", class_weight),
+                            ("validation_split", validation_split or None)):  # fmt: skip
+            if value is not None:
+                raise ValueError(
+                    f"{name}: not supported with several processes yet; split and weigh each "
+                    "process's own rows before parallel.shard_host_data and pass "
+                    "validation_data"
+                )
     w = _sample_weights("sample_weight", sample_weight, n)
     cw = _class_weights(class_weight, y, n)
     if cw is not None:
@@ -156,6 +168,32 @@ def _copy(tree):
     return jax.tree.map(jnp.copy, tree)
 
 
+class _Interrupt:
+    """Ctrl-C during a chunk is held until the chunk ends (then fit returns its state), so
+    that every process of a multi-host run stops at the same chunk; a second Ctrl-C raises
+    at once. Only the main thread can take signals: elsewhere Ctrl-C raises as usual."""
+
+    def __init__(self):
+        self.flag = False
+
+    @contextlib.contextmanager
+    def deferred(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def hold(signum, frame):
+            if self.flag:
+                raise KeyboardInterrupt
+            self.flag = True
+
+        previous = signal.signal(signal.SIGINT, hold)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
 # ---- progress ------------------------------------------------------------------------------
 class _Progress:
     """verbose 0: silent; 1: a progress bar advancing by chunks; 2: one line per epoch."""
@@ -165,6 +203,8 @@ class _Progress:
             verbose = 1 if sys.stderr.isatty() else 2
         if verbose not in (0, 1, 2):
             raise ValueError(f"verbose: expected 0, 1, 2 or 'auto', got {verbose!r}")
+        if not parallel.is_main_process():  # one host reports for all
+            verbose = 0
         self.verbose, self.epochs = verbose, epochs
         self.bar = None
         if verbose == 1:
@@ -306,28 +346,36 @@ def fit(
         c.on_train_begin()
     warned = [False]
     epoch = initial_epoch
+    # Host copies of the run's small numbers, read once per chunk (the same on every process).
+    seen = parallel.fetch({"stopped": run.stopped, "best_epoch": run.best_epoch})
+    interrupt = _Interrupt()
     try:
-        while epoch < epochs and not bool(np.any(np.asarray(run.stopped))):
+        while epoch < epochs and not bool(seen["stopped"]):
             count = sizer.size(min(epochs - epoch, _to_boundary(epoch, checkpoint_every,
                                                                 checkpoint_dir)))  # fmt: skip
             for c in others:
                 if c.needs_every_epoch:
                     c.on_epoch_begin(epoch)
             started = time.perf_counter()
-            new, logs, done, blown = program(_copy(run), jnp.asarray(count, jnp.int32), data)
-            done, blown = int(done), bool(blown)
-            sizer.observe(done, time.perf_counter() - started)
-            if blown:  # the rare blow-up: rerun the chunk's finite epochs for their state
-                new = program(_copy(run), jnp.asarray(done, jnp.int32), data)[0]
-            rows = _rows(logs, done, epoch, names, track, history)
-            before = int(run.best_epoch)
-            run = new
-            epoch += done
+            with interrupt.deferred():
+                new, logs, done, blown = program(_copy(run), jnp.asarray(count, jnp.int32), data)
+                done, blown = (int(v) for v in parallel.fetch((done, blown)))
+                sizer.observe(done, time.perf_counter() - started)
+                if blown:  # the rare blow-up: rerun the chunk's finite epochs for their state
+                    new = program(_copy(run), jnp.asarray(done, jnp.int32), data)[0]
+                rows = _rows(logs, done, epoch, names, track, history)
+                before = seen["best_epoch"]
+                run = new
+                epoch += done
+                seen = parallel.fetch(
+                    {"stopped": run.stopped, "best_epoch": run.best_epoch,
+                     "best_value": run.best_value, "epoch": run.state.epoch}
+                )  # fmt: skip
             _check_grad_error(net, config, run.state, rows, warned)
             progress.epochs_done(rows)
             if on_state is not None:
                 on_state(run.state)
-            _after_chunk(others, rows, run, before, host_best)
+            _after_chunk(others, rows, run, before, seen, host_best)
             if checkpoint_dir is not None and done and epoch % checkpoint_every == 0:
                 _save(checkpoint_dir, run, history, epoch, keep_checkpoints)
             if blown:
@@ -337,22 +385,26 @@ def fit(
             if any(getattr(c.model, "stop_training", False) for c in others):
                 history["stopped"] = f"stopped by a callback after epoch {epoch}"
                 break
+            if parallel.any_process(interrupt.flag):  # one decision for every process
+                raise KeyboardInterrupt
     except KeyboardInterrupt:
         history["stopped"] = f"interrupted after epoch {epoch}"
-        print(f"nnfun.fit: {history['stopped']}; returning its state", file=sys.stderr)
+        if parallel.is_main_process():
+            print(f"nnfun.fit: {history['stopped']}; returning its state", file=sys.stderr)
     finally:
         progress.close()
-    if stopping is not None and bool(run.stopped):
+    best_epoch = int(seen["best_epoch"])
+    if stopping is not None and bool(seen["stopped"]):
         history["stopped"] = (
             f"early stopping at epoch {epoch}: {stopping.monitor} best "
-            f"{float(run.best_value):.6g} at epoch {int(run.best_epoch)}"
+            f"{float(seen['best_value']):.6g} at epoch {best_epoch}"
         )
-        if stopping.verbose:
+        if stopping.verbose and parallel.is_main_process():
             print(f"Epoch {epoch}: early stopping", flush=True)
-    if stopping is not None and int(run.best_epoch) >= 0:
-        history["best_epoch"] = int(run.best_epoch)
+    if stopping is not None and best_epoch >= 0:
+        history["best_epoch"] = best_epoch
     state = run.state
-    if stopping is not None and stopping.restore_best_weights and int(run.best_epoch) >= 0:
+    if stopping is not None and stopping.restore_best_weights and best_epoch >= 0:
         state = run.best_state
     history = {k: (_stack(v) if k in dict(track) and v else v) for k, v in history.items()}
     for c in others:
@@ -419,7 +471,7 @@ class _Rows:
 
 def _rows(logs, done: int, epoch: int, names, track, history) -> _Rows:
     """Appends the chunk's ``done`` epochs to history; returns them as (epoch, logs) rows."""
-    logs = parallel.fetch(logs) if hasattr(parallel, "fetch") else jax.device_get(logs)
+    logs = parallel.fetch(logs)
     columns = {k: np.asarray(logs[k][:done], np.float64).tolist() for k in names}
     for k, v in columns.items():
         if k != "grad_error_leaf":
@@ -455,7 +507,7 @@ def _check_grad_error(net, config, state, rows, warned) -> None:
             return
 
 
-def _after_chunk(others, rows, run, best_before, host_best) -> None:
+def _after_chunk(others, rows, run, best_before, seen, host_best) -> None:
     """Callbacks' per-epoch work for the chunk's epochs, then the model checkpoints."""
     for c in others:
         for epoch, logs in rows:
@@ -473,8 +525,8 @@ def _after_chunk(others, rows, run, best_before, host_best) -> None:
             if best is None or (value > best if c.maximise else value < best):
                 host_best[id(c)] = value
                 c.save(run.state, last_epoch, last_logs)
-        elif int(run.best_epoch) != best_before:  # the program's best changed in this chunk
-            offset = int(run.best_epoch) - int(run.state.epoch)  # <= 0: epochs before the end
+        elif int(seen["best_epoch"]) != best_before:  # the program's best changed in the chunk
+            offset = int(seen["best_epoch"]) - int(seen["epoch"])  # <= 0: epochs before the end
             epoch, logs = rows[len(rows) - 1 + offset] if -offset < len(rows) else rows[-1]
             c.save(run.best_state, epoch, logs)
 
@@ -504,10 +556,8 @@ def _blow_up(net, config, plan, state, data, epoch: int) -> str:
 
 # ---- checkpoints ----------------------------------------------------------------------------
 def _save(directory, run, history: dict, epoch: int, keep: int) -> None:
-    from nnfun import checkpoint
-
     plain = {k: _plain(_stack(v)) if _is_probe(v) else v for k, v in history.items()}
-    checkpoint.save(directory, int(run.state.epoch), run,
+    parallel.save_checkpoint(directory, int(parallel.fetch(run.state.epoch)), run,
                     metadata={"history": plain, "epoch": epoch}, keep=keep)  # fmt: skip
 
 
@@ -523,9 +573,7 @@ def _plain(tree):
 
 def _resume(directory, run):
     """``(run, history, initial_epoch)`` from the newest intact checkpoint, or None."""
-    from nnfun import checkpoint
-
-    found = checkpoint.restore_latest(directory, like=run)
+    found = parallel.restore_latest_checkpoint(directory, like=run)
     if found is None:
         return None
     run, meta = found
@@ -549,7 +597,7 @@ def evaluate(net, state, x, y, *, config=None, batch_size=None, sample_weight=No
     batch_size = validation.check_optional_int("batch_size", batch_size, 1)
     program = train.compiled_evaluate(net, config, batch_size)
     values = program(state.params, state.model_state, x, y, w)
-    return [float(v) for v in np.asarray(values)]
+    return [float(v) for v in parallel.fetch(values)]
 
 
 def predict(net, state, x, *, batch_size=None, as_numpy=True):
@@ -568,7 +616,7 @@ def predict(net, state, x, *, batch_size=None, as_numpy=True):
                 for i in range(0, x.shape[0], batch_size)
             ]
         )
-    return np.asarray(out) if as_numpy else out
+    return parallel.fetch(out) if as_numpy else out
 
 
 _APPLY: dict = {}

@@ -176,12 +176,6 @@ def test_checkpoints_cross_between_one_and_two_processes(runs):
     assert back == single[0]["written_params"]
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="fit saves and restores checkpoints with nnfun.checkpoint on every process (racing "
-    "writers) and predict reads a global array with np.asarray; they must call "
-    "parallel.save_checkpoint / restore_latest_checkpoint and parallel.fetch (issue 10)",
-)
 def test_readme_pod_recipe_matches_one_process(runs):
     multi, single = result(runs["multi"], "fit"), result(runs["single"], "fit")
     assert multi[0] == multi[1]  # every process: the same history, stop, numbers
