@@ -3,6 +3,7 @@ early stopping follows Keras's rule, resume, blow-ups, probes, checked gradients
 weights, many models, and the Keras face's semantics."""
 
 import warnings
+from pathlib import Path
 
 import chex
 import jax
@@ -415,3 +416,131 @@ def test_callbacks_csv_logger_user_hooks_and_stop_training(tmp_path):
 
     with pytest.raises(ValueError, match="on_train_batch_end"):
         model.fit(X, Y, callbacks=[PerBatch()], verbose=0)
+
+
+# ---- bad input to the loop and the face --------------------------------------------------
+class PerBatch(nnfun.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        pass
+
+
+def face(compiled=True):
+    model = nnfun.Sequential([Dense(8, "relu", input_dim=6), Dense(3, "softmax")], key=0)
+    if compiled:
+        model.compile(loss="categorical_crossentropy", optimizer="sgd", metrics=["accuracy"])
+    return model
+
+
+def built(model):
+    model.build()
+    return model
+
+
+SGD, ADAM = (nnfun.Config.make("categorical_crossentropy", o) for o in ("sgd", "adam"))
+FACE_CASES = [
+    # (case as the README lists it, call, error type, fragments of the message)
+    ("fit before compile", lambda: face(False).fit(X, Y), ValueError, ["compile(", "fit()"]),
+    ("evaluate before compile", lambda: face(False).evaluate(X, Y), ValueError, ["evaluate()"]),
+    (
+        "EarlyStopping monitor not logged",
+        lambda: face().fit(X, Y, verbose=0, callbacks=[nnfun.EarlyStopping()]),
+        ValueError,
+        ["EarlyStopping.monitor", "['loss', 'accuracy']", "'val_loss'"],
+    ),
+    (
+        "EarlyStopping patience negative",
+        lambda: nnfun.EarlyStopping(patience=-1),
+        ValueError,
+        ["patience:", ">= 0", "-1"],
+    ),  # fmt: skip
+    (
+        "EarlyStopping mode unknown",
+        lambda: nnfun.EarlyStopping(mode="up"),
+        ValueError,
+        ["mode:", "'min'", "'up'"],
+    ),  # fmt: skip
+    (
+        "callback with per-batch hooks",
+        lambda: face().fit(X, Y, verbose=0, callbacks=[PerBatch()]),
+        ValueError,
+        ["callbacks[0]", "on_train_batch_end", "on_epoch_end"],
+    ),  # fmt: skip
+    (
+        "callbacks not callbacks",
+        lambda: face().fit(X, Y, verbose=0, callbacks=["stop"]),
+        TypeError,
+        ["callbacks[0]", "Callback", "'stop'"],
+    ),  # fmt: skip
+    (
+        "class_weight without a class",
+        lambda: face().fit(X, Y, verbose=0, class_weight={0: 1.0}),
+        ValueError,
+        ["class_weight:", "[1, 2]"],
+    ),  # fmt: skip
+    (
+        "sample_weight of wrong length (fit)",
+        lambda: face().fit(X, Y, verbose=0, sample_weight=np.ones(5)),
+        ValueError,
+        ["sample_weight:", "90 numbers", "(5,)"],
+    ),  # fmt: skip
+    (
+        "sample_weight negative",
+        lambda: face().fit(X, Y, verbose=0, sample_weight=-np.ones(90)),
+        ValueError,
+        ["sample_weight:", ">= 0", "-1.0"],
+    ),  # fmt: skip
+    ("verbose unknown", lambda: face().fit(X, Y, verbose=3), ValueError, ["verbose:", "got 3"]),
+    (
+        "initial_epoch negative",
+        lambda: face().fit(X, Y, verbose=0, initial_epoch=-1),
+        ValueError,
+        ["initial_epoch:", ">= 0", "-1"],
+    ),  # fmt: skip
+    (
+        "epochs_per_chunk 0",
+        lambda: face().fit(X, Y, verbose=0, epochs_per_chunk=0),
+        ValueError,
+        ["epochs_per_chunk:", ">= 1", "got 0"],
+    ),  # fmt: skip
+    (
+        "track not a dict",
+        lambda: face().fit(X, Y, verbose=0, track=[len]),
+        TypeError,
+        ["track:", "dict"],
+    ),  # fmt: skip
+    (
+        "key after the weights exist",
+        lambda: built(face()).fit(X, Y, key=1),
+        ValueError,
+        ["key:", "exist already"],
+    ),  # fmt: skip
+    (
+        "set_random_seed negative",
+        lambda: nnfun.set_random_seed(-1),
+        ValueError,
+        ["seed:", ">= 0", "-1"],
+    ),  # fmt: skip
+    (
+        "optimizer state of another optimizer",
+        lambda: train.fit(face(), X, Y, config=ADAM, state=train.init_state(face(), SGD, 0)),
+        ValueError,
+        ["state.opt_state", "with_optimizer"],
+    ),  # fmt: skip
+]
+
+
+@pytest.mark.parametrize(
+    ("call", "kind", "fragments"), [c[1:] for c in FACE_CASES], ids=[c[0] for c in FACE_CASES]
+)
+def test_bad_input_to_fit_and_the_face_names_the_argument(call, kind, fragments):
+    with pytest.raises(kind) as error:
+        call()
+    for fragment in fragments:
+        assert fragment in str(error.value), f"{fragment!r} not in {error.value}"
+
+
+def test_readme_troubleshooting_lists_the_face_cases():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Troubleshooting") :]
+    missing = [c[0] for c in FACE_CASES if f"| {c[0]} |" not in section]
+    assert not missing, f"add these cases to the README's troubleshooting table: {missing}"
