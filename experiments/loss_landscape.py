@@ -132,7 +132,8 @@ def xor_network() -> nnfun.Sequential:
 
 def flat_loss(net, x, y, loss: str, **kwargs):
     """J(theta) of ``net`` over the flat vector theta of all its parameters (float64)."""
-    like = net.init(jax.random.key(0), dtype=jnp.float64)
+    shapes = jax.eval_shape(lambda: net.init(jax.random.key(0), dtype=jnp.float64))
+    like = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), shapes)  # no eager dispatch
     _, unravel = ravel_pytree(like)
     x = jnp.asarray(x, jnp.float64)
     return lambda theta: net.loss(unravel(theta), x, y, loss=loss, **kwargs), unravel
@@ -203,21 +204,20 @@ def xor_minima(seeds: int, gd_steps: int) -> dict:
     descent), then measures each end point against its hidden-unit swap along the line
     between them (loss, chord, smallest Hessian eigenvalue)."""
     net = xor_network()
-    x, y = data.xor()
-    f, unravel = flat_loss(net, x, y, "binary_crossentropy", l2=XOR_L2)
-    plain, _ = flat_loss(net, x, y, "binary_crossentropy")
-    grad, hess = jax.grad(f), jax.hessian(f)
     t = jnp.linspace(0, 1, LINE_POINTS)  # odd count: t = 0.5, the midpoint, is on it
     middle = LINE_POINTS // 2
 
-    def certify(start):
+    def certify(start, x, y):
+        f, unravel = flat_loss(net, x, y, "binary_crossentropy", l2=XOR_L2)
+        plain, _ = flat_loss(net, x, y, "binary_crossentropy")
+        grad, hess = jax.grad(f), jax.hessian(f)
         theta = jax.lax.fori_loop(0, gd_steps, lambda _, w: w - XOR_LEARNING_RATE * grad(w), start)
         swapped = ravel_pytree(swap_hidden(unravel(theta)))[0]
         direction = (swapped - theta) / jnp.linalg.norm(swapped - theta)
         line = theta + t[:, None] * (swapped - theta)
         hessians = jax.vmap(hess)(line)
         eigenvalues = jnp.linalg.eigvalsh(hessians)[:, 0]
-        out = net.apply(unravel(theta), jnp.asarray(x, jnp.float64))[:, 0]
+        out = net.apply(unravel(theta), x)[:, 0]
         return {
             "loss": f(theta),
             "swapped_loss": f(swapped),
@@ -233,19 +233,22 @@ def xor_minima(seeds: int, gd_steps: int) -> dict:
             "line_min_eigenvalues": eigenvalues,
         }
 
-    keys = jax.random.split(jax.random.key(0), seeds)
-    starts = jax.vmap(lambda k: ravel_pytree(net.init(k, dtype=jnp.float64))[0])(keys)
-    return jax.tree.map(np.asarray, jax.jit(jax.vmap(certify))(starts))
+    def run(key, x, y):  # the data as arguments: traced, so validated once, not per trace
+        keys = jax.random.split(key, seeds)
+        starts = jax.vmap(lambda k: ravel_pytree(net.init(k, dtype=jnp.float64))[0])(keys)
+        return jax.vmap(lambda s: certify(s, x, y))(starts)
+
+    x, y = data.xor()
+    return jax.tree.map(np.asarray, jax.jit(run)(jax.random.key(0), x.astype(np.float64), y))
 
 
 # ---- one weight: sigmoid + squared error against sigmoid + cross-entropy ------------------
 def one_weight() -> dict:
     """J(w) and J''(w) of one sigmoid unit (bias 0) on the notes' sample x = 1, y = 0."""
     net = nnfun.Sequential([nnfun.Dense(1, "sigmoid", input_dim=1)])
-    x, y = jnp.ones((1, 1), jnp.float64), jnp.zeros((1,), jnp.int32)
     named = {"mse": "mean_squared_error", "cross-entropy": "binary_crossentropy"}
 
-    def curves(w):
+    def curves(w, x, y):
         out = {}
         for label, loss in named.items():
 
@@ -256,7 +259,8 @@ def one_weight() -> dict:
             out[label] = {"J": jax.vmap(j)(w), "J2": jax.vmap(jax.hessian(j))(w)}
         return out
 
-    return jax.tree.map(np.asarray, jax.jit(curves)(jnp.asarray(ONE_WEIGHT)))
+    sample = np.ones((1, 1)), np.zeros((1,), np.int32)  # the notes' x = 1, y = 0
+    return jax.tree.map(np.asarray, jax.jit(curves)(ONE_WEIGHT, *sample))
 
 
 # ---- the contour slice: two weights of logistic regression, bias at its optimum ----------
@@ -382,55 +386,62 @@ def contour_measurements(f2, centre, offsets, n: int):
 def slice_study(theta, quick: bool) -> dict:
     """Logistic regression's (w1, w2) slice through its minimum ``theta`` = [w1, w2, b]:
     the contour measurements and the learning-rate paths."""
-    x, y = breast_cancer()
-    f, _ = flat_loss(logistic(), x, y, "binary_crossentropy")
-    theta = jnp.asarray(theta)
-    bias = theta[2]
+    theta = np.asarray(theta)
 
-    def f2(w):
-        return f(jnp.concatenate([w, bias[None]]))
-
-    centre = np.asarray(theta[:2])
-    f_min, hessian = jax.jit(lambda c: (f2(c), jax.hessian(f2)(c)))(centre)
-    f_min = float(f_min)
-    eigenvalues, vectors = np.linalg.eigh(np.asarray(hessian))
-    mu, big_l = float(eigenvalues[0]), float(eigenvalues[1])
-    flat, steep = vectors[:, 0], vectors[:, 1]
-
+    centre = theta[:2]
     # points sampled in the window, away from the centre where the gradient vanishes
     rng = np.random.default_rng(0)
     samples = QUICK_TANGENT_SAMPLES if quick else TANGENT_SAMPLES
     offsets = rng.uniform(-GRID_HALF_WIDTH, GRID_HALF_WIDTH, (4 * samples, 2))
     offsets = offsets[np.linalg.norm(offsets, axis=1) > 0.1 * GRID_HALF_WIDTH][:samples]
     n = QUICK_SLICE_GRID if quick else SLICE_GRID
-    m = jax.tree.map(
-        np.asarray, jax.jit(lambda c, o: contour_measurements(f2, c, o, n))(centre, offsets)
-    )
+    factors = np.asarray([*RATE_FACTORS.values(), *SWEEP])
+    near_factors = np.asarray([RATE_FACTORS["too large"], RATE_FACTORS["above 2/L"]])
+
+    def program(c, o, x, y):  # one compiled program for every measurement of the slice
+        f, _ = flat_loss(logistic(), x, y, "binary_crossentropy")
+
+        def f2(w):
+            return f(jnp.concatenate([w, theta[2:]]))
+
+        eigenvalues, vectors = jnp.linalg.eigh(jax.hessian(f2)(c))
+        flat, steep = vectors[:, 0], vectors[:, 1]
+        big_l = eigenvalues[1]
+        # the labelled rates and the sweep from the window's edge, the notes' rate too, and
+        # two rates started 1e-6 from the minimum along the steepest direction (above 2/L it
+        # must move away, the minimum being an unstable fixed point; below it comes back)
+        start = c + 0.9 * GRID_HALF_WIDTH * (
+            jnp.cos(START_ANGLE) * flat + jnp.sin(START_ANGLE) * steep
+        )
+        rates = jnp.concatenate([factors * 2 / big_l, jnp.array([NOTES_RATE])])
+        rates = jnp.concatenate([rates, near_factors * 2 / big_l])
+        near = c + NEAR * steep
+        starts = jnp.concatenate(
+            [jnp.broadcast_to(start, (len(factors) + 1, 2)), jnp.stack([near, near])]
+        )
+        paths, losses = gradient_descent(f2, starts, rates, GD_STEPS)
+        return {
+            "f_min": f2(c),
+            "eigenvalues": eigenvalues,
+            "steep": steep,
+            "rates": rates,
+            "paths": paths,
+            "losses": losses,
+            **contour_measurements(f2, c, o, n),
+        }
+
+    m = jax.tree.map(np.asarray, jax.jit(program)(centre, offsets, *breast_cancer()))
+    f_min, steep, paths = float(m["f_min"]), m["steep"], m["paths"]
+    mu, big_l = (float(e) for e in m["eigenvalues"])
     gradients, tangents = m["gradients"], m["tangents"]
     # the notes' tangent: slope dw2/dw1 = -f_w1 / f_w2 from the gradient's components
     implicit = np.stack([np.ones(len(gradients)), -gradients[:, 0] / gradients[:, 1]], 1)
     implicit_angle = angle_between(implicit, tangents)
     grad_norm = np.linalg.norm(gradients, axis=1)
     thirds = np.quantile(grad_norm, [1 / 3, 2 / 3])
-
-    # every gradient-descent run in one program: the labelled rates and the sweep from the
-    # window's edge, and two rates started 1e-6 from the minimum along the steepest direction
-    # (a rate above 2/L must move away from it, the unstable fixed point; one below returns)
-    start = centre + 0.9 * GRID_HALF_WIDTH * (
-        np.cos(START_ANGLE) * flat + np.sin(START_ANGLE) * steep
-    )
-    near = centre + NEAR * steep
-    labelled = {k: v * 2 / big_l for k, v in RATE_FACTORS.items()}
-    near_factors = (RATE_FACTORS["too large"], RATE_FACTORS["above 2/L"])
-    rates = [*labelled.values(), *(f * 2 / big_l for f in SWEEP), NOTES_RATE]
-    rates += [f * 2 / big_l for f in near_factors]
-    starts = np.stack([start] * (len(rates) - 2) + [near] * 2)
-    paths, losses = jax.jit(lambda s, r: gradient_descent(f2, s, r, GD_STEPS))(
-        starts, np.asarray(rates)
-    )
-    paths, losses = np.asarray(paths), np.asarray(losses)
+    labelled = dict(zip(RATE_FACTORS, m["rates"][: len(RATE_FACTORS)].tolist(), strict=True))
     summaries = [
-        path_summary(p, v, centre, f_min, steep) for p, v in zip(paths, losses, strict=True)
+        path_summary(p, v, centre, f_min, steep) for p, v in zip(paths, m["losses"], strict=True)
     ]
     k = len(labelled)
     near_growth = np.linalg.norm(paths[-2:, NEAR_STEPS] - centre, axis=1) / NEAR
@@ -464,20 +475,24 @@ def quadratic_sweep(theta) -> dict:
     """Linear regression's (w1, w2) slice through its minimum ``theta`` is an exact quadratic:
     GD from its edge for each rate of the sweep; final distance to the minimum over the
     start's."""
-    x, y = diabetes()
-    f, _ = flat_loss(linear(), x, y, "mean_squared_error")
-    theta = jnp.asarray(theta)
+    theta = np.asarray(theta)
 
-    def f2(w):
-        return f(jnp.concatenate([w, theta[2][None]]))
+    def program(c, x, y):
+        f, _ = flat_loss(linear(), x, y, "mean_squared_error")
 
-    big_l = float(np.linalg.eigvalsh(np.asarray(jax.hessian(f2)(theta[:2])))[-1])
-    start = theta[:2] + GRID_HALF_WIDTH * jnp.array([0.6, 0.8])
-    rates = np.asarray([s * 2 / big_l for s in SWEEP])
-    starts = np.stack([start] * len(SWEEP))
-    paths, _ = jax.jit(lambda s, r: gradient_descent(f2, s, r, GD_STEPS))(starts, rates)
+        def f2(w):
+            return f(jnp.concatenate([w, theta[2:]]))
+
+        big_l = jnp.linalg.eigvalsh(jax.hessian(f2)(c))[-1]
+        start = c + GRID_HALF_WIDTH * jnp.array([0.6, 0.8])
+        starts = jnp.broadcast_to(start, (len(SWEEP), 2))
+        paths, _ = gradient_descent(f2, starts, np.asarray(SWEEP) * 2 / big_l, GD_STEPS)
+        return big_l, paths[:, -1]
+
+    big_l, ends = jax.jit(program)(theta[:2], *diabetes())
+    big_l = float(big_l)
     with np.errstate(over="ignore", invalid="ignore"):
-        distance = np.linalg.norm(np.asarray(paths[:, -1]) - np.asarray(theta[:2]), axis=1)
+        distance = np.linalg.norm(np.asarray(ends) - theta[:2], axis=1)
     distance = np.where(np.isfinite(distance), distance, np.inf)  # overflowed: diverged
     return {"L": big_l, "distance_ratio": distance / GRID_HALF_WIDTH}
 
@@ -579,19 +594,31 @@ def main(argv=None) -> bool:
     grid = QUICK_GRID_POINTS if args.quick else GRID_POINTS
     lines = QUICK_LINES if args.quick else LINES
     with jax.enable_x64(True):
-        convex, minima = {}, []
-        for key, (label, net, (x, y), loss) in enumerate(
-            (
-                ("logistic regression (BCE)", logistic(), breast_cancer(), "binary_crossentropy"),
-                ("linear regression (MSE)", linear(), diabetes(), "mean_squared_error"),
-            )
-        ):
-            f, _ = flat_loss(net, x, y, loss)
-            centre, result = jax.jit(
-                lambda k, f=f: (c := newton_minimum(f, 3), convexity(f, c, grid, lines, k))
-            )(jax.random.key(key))
-            minima.append(np.asarray(centre))
-            convex[label] = {"minimum": np.asarray(centre), **convexity_summary(result)}
+        models = {
+            "logistic regression (BCE)": (logistic(), breast_cancer(), "binary_crossentropy"),
+            "linear regression (MSE)": (linear(), diabetes(), "mean_squared_error"),
+        }
+
+        def convex_program(key, datasets):  # both models' minima and measurements
+            losses = [
+                flat_loss(net, x, y, loss)[0]
+                for (net, _, loss), (x, y) in zip(models.values(), datasets, strict=True)
+            ]
+            keys = jax.random.split(key, len(losses))
+            minima = [newton_minimum(f, 3) for f in losses]
+            return minima, [
+                convexity(f, c, grid, lines, k)
+                for f, c, k in zip(losses, minima, keys, strict=True)
+            ]
+
+        minima, results = jax.tree.map(
+            np.asarray,
+            jax.jit(convex_program)(jax.random.key(0), [d for _, d, _ in models.values()]),
+        )
+        convex = {
+            label: {"minimum": c, **convexity_summary(r)}
+            for label, c, r in zip(models, minima, results, strict=True)
+        }
         xor = xor_minima(args.seeds, XOR_GD_STEPS)
         weight = one_weight()
         s = slice_study(minima[0], args.quick)
