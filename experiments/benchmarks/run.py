@@ -737,9 +737,11 @@ def short_nnfun(spec: Short, x, y, grad: str, track: bool = False) -> ShortRun:
         state = train.init_state(net, cfg, jax.random.key(1), jax.tree.map(jnp.copy, params0))
         box["state"], hist = train.fit(net, xd, yd, config=cfg, state=state, epochs=spec.epochs,
                                        batch_size=batch, **kwargs)  # fmt: skip
-        got = len(hist["weight_norms"]) if track else spec.epochs
-        if got != spec.epochs:
-            raise RuntimeError(f"track: {got} entries for {spec.epochs} epochs")
+        if track:  # each probe's leaves are stacked over epochs
+            probes = [hist[name] for name in kwargs["track"]]
+            got = {np.shape(leaf)[0] for leaf in jax.tree.leaves(probes)}
+            if got != {spec.epochs}:
+                raise RuntimeError(f"track: {sorted(got)} entries for {spec.epochs} epochs")
         _block(box["state"])
 
     return ShortRun(run, lambda: _short_loss(box["state"].params, xd, yd, spec.hidden))
