@@ -35,7 +35,12 @@ L the largest eigenvalue, r < 1/L approaches without oscillation, 1/L < r < 2/L 
 along the steepest direction but converges, and r > 2/L cannot converge (|1 - r L| > 1).
 Measured: sign changes of the step along the steepest eigenvector, iterations to reach a loss
 level, and convergence against r / (2/L) over a sweep, also on the quadratic loss of linear
-regression, where the iterates diverge without bound above 2/L.
+regression, where the iterates diverge without bound above 2/L. Two refinements of the notes
+follow from the same algebra and are reported, not hidden: in an elongated valley
+(L / mu well above 1, mu the smallest eigenvalue) the fastest rate for a quadratic is
+2 / (L + mu), close to 2/L, so a rate that oscillates may still need fewer iterations than
+1/L; "too large" costs convergence only above 2/L. And 0.01 is not a scale-free choice: what
+counts is r L, so 0.01 is fast for a steep loss and very slow for a flat one such as this.
 
 Data: scikit-learn's bundled breast-cancer (569 tumours; logistic regression on two
 standardised features) and diabetes (442 patients; linear regression of the standardised
