@@ -686,9 +686,10 @@ def main(argv=None) -> bool:
         "ln2": float(np.log(2)),
     }
     ow = metrics["one_weight"]
-    print(f"one sigmoid weight on (1, 0): MSE J'' min {ow['mse_min_J2']:.4f}, negative from "
-          f"w = {ow['mse_first_negative_w']:.4f} (ln 2 = {np.log(2):.4f}); CE J'' min "
-          f"{ow['ce_min_J2']:.2e}")  # fmt: skip
+    first = ow["mse_first_negative_w"]
+    where = "nowhere" if first is None else f"from w = {first:.4f}"
+    print(f"one sigmoid weight on (1, 0): MSE J'' min {ow['mse_min_J2']:.4f}, negative {where} "
+          f"(ln 2 = {np.log(2):.4f}); CE J'' min {ow['ce_min_J2']:.2e}")  # fmt: skip
 
     # contours
     perpendicular = np.abs(s["angle_to_gradient"] - 90.0)
