@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import chex
 import numpy as np
 from sklearn import datasets
 
@@ -28,8 +29,8 @@ def test_loss_landscape(tmp_path, run_experiment):
     xb = np.hstack([x, np.ones((len(x), 1))])
     eig = np.linalg.eigvalsh(2 * xb.T @ xb / len(x))
     linear = m["convex"]["linear regression (MSE)"]
-    assert math.isclose(linear["min_eigenvalue"], eig[0], rel_tol=1e-9)
-    assert math.isclose(linear["max_eigenvalue"], eig[-1], rel_tol=1e-9)
+    extremes = np.array([linear["min_eigenvalue"], linear["max_eigenvalue"]])
+    chex.assert_trees_all_close(extremes, eig[[0, -1]], rtol=1e-9)
 
     # Logistic regression's minimum: NumPy's gradient X^T (s - y) / m vanishes there, and
     # the slice's Hessian X^T diag(s (1 - s)) X / m has the L and mu the rates are built on.
@@ -41,10 +42,10 @@ def test_loss_landscape(tmp_path, run_experiment):
     assert np.max(np.abs(xb.T @ (s - d.target) / len(x))) < 1e-12
     mu, big_l = np.linalg.eigvalsh((x * (s * (1 - s))[:, None]).T @ x / len(x))
     lr = m["learning_rates"]
-    assert math.isclose(lr["L"], big_l, rel_tol=1e-9)
-    assert math.isclose(lr["mu"], mu, rel_tol=1e-9)
-    for label, factor in loss_landscape.RATE_FACTORS.items():
-        assert math.isclose(lr["paths"][label]["rate"], factor * 2 / big_l, rel_tol=1e-9)
+    chex.assert_trees_all_close(np.array([lr["mu"], lr["L"]]), np.array([mu, big_l]), rtol=1e-9)
+    rates = {k: lr["paths"][k]["rate"] for k in loss_landscape.RATE_FACTORS}
+    expected = {k: f * 2 / big_l for k, f in loss_landscape.RATE_FACTORS.items()}
+    chex.assert_trees_all_close(rates, expected, rtol=1e-9)
 
     # XOR: every certified minimum, its swap, and the chord between them.
     xor = m["xor"]
