@@ -166,7 +166,7 @@ class Report:
 
     def lines(self, blame=lambda leaf: "") -> list[str]:
         """One line per leaf; ``blame(leaf)`` may append a note to a failing leaf."""
-        width = max([16, *(len(leaf.path) for leaf in self.leaves)])
+        width = max([0, *(len(leaf.path) for leaf in self.leaves)])
         out = []
         for leaf in self.leaves:
             ok = leaf.passes(self.tol)
@@ -277,10 +277,12 @@ def cpu64():
 
 
 def to_cpu64(tree):
-    """Every leaf moved to the CPU, floating leaves as float64 (call inside ``cpu64``)."""
+    """Every array leaf moved to the CPU, floating ones as float64 (call inside ``cpu64``)."""
     cpu = jax.devices("cpu")[0]
 
     def move(a):
+        if not isinstance(a, (jax.Array, np.ndarray, np.generic)):
+            return a  # Python scalars (l1=0.01, train=True) stay as they are
         if isinstance(a, jax.Array) and jnp.issubdtype(a.dtype, jax.dtypes.prng_key):
             return jax.device_put(a, cpu)
         a = jax.device_put(jnp.asarray(a) if not isinstance(a, jax.Array) else a, cpu)

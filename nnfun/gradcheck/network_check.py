@@ -94,10 +94,11 @@ class NetworkCheck(errors.GradCheck):
         layer = errors.layer_of(leaf.path)
         if first is None or layer is None:
             return ""
+        source = "the loss" if first.layer is None else f"layer {first.layer}"
         if layer == first.layer:
-            return f"  <- {first.name}"
+            return f"  <- {source}"
         if first.layer is None or layer < first.layer:
-            return f"  <- inherited from {first.name}"
+            return f"  <- inherited from {source}"
         return ""
 
 
@@ -122,7 +123,8 @@ def check_network(
     """
     kwargs.pop("compute_dtype", None)
     with errors.cpu64():
-        params, x, kwargs = errors.to_cpu64((params, x, kwargs))
+        params = jax.tree.map(jnp.asarray, params)
+        params, x, kwargs = errors.to_cpu64((params, jnp.asarray(x), kwargs))
         y = jnp.asarray(y)
         y = y if jnp.issubdtype(y.dtype, jnp.integer) else errors.to_cpu64(y)
         loss_fn = lambda p: net.loss(p, x, y, loss=loss, **kwargs)  # noqa: E731
@@ -149,7 +151,7 @@ def _pieces(net, params, x, y, *, loss, seed, state=None, key=None, train=False,
     fused = net._fused(loss)  # the pair the manual pass uses, by the network's own rule
     out_loss, pred = (fused, caches[-1][1]) if fused is not None else (loss, h)
     value = lambda o: _losses.value(out_loss, o, y, sample_weight)  # noqa: E731
-    name = f"loss {out_loss.name}" + (f" (fused with {net.layers[-1]})" if fused else "")
+    name = f"loss {out_loss.name}" + (f" (fused with {_label(net.layers[-1])})" if fused else "")
     leaf = "dJ/dz" if fused else "dJ/da"
     report = errors.compare_leaves(
         [leaf], [_losses.gradient(out_loss, pred, y, sample_weight)], [jax.grad(value)(pred)],
@@ -181,5 +183,12 @@ def _pieces(net, params, x, y, *, loss, seed, state=None, key=None, train=False,
             name="jax.vjp", shapes="report",
         )  # fmt: skip
         what = " backward_affine from dZ" if affine else ""
-        out.append(PieceCheck(i, f"layer {i} ({layer}){what}", report))
+        out.append(PieceCheck(i, f"layer {i} ({_label(layer)}){what}", report))
     return out
+
+
+def _label(layer) -> str:
+    """``str(layer)``, led by its class name when that hides it (a subclass of Dense)."""
+    text = str(layer)
+    name = type(layer).__name__
+    return text if text.startswith(name) else f"{name}: {text}"

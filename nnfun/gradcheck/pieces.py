@@ -38,7 +38,7 @@ def finite_differences(
     with errors.cpu64():
         est = finite.estimate(
             loss_fn,
-            errors.to_cpu64(params),
+            errors.to_cpu64(jax.tree.map(jnp.asarray, params)),
             eps=eps,
             tol=tol,
             max_elements=max_elements,
@@ -67,7 +67,7 @@ def check(
     to float32 accuracy); ``fd_tol`` is raised to it too.
     """
     with errors.cpu64():
-        params = errors.to_cpu64(params)
+        params = errors.to_cpu64(jax.tree.map(jnp.asarray, params))
         names = errors.paths(params)
         grad_leaves = [jnp.asarray(g) for g in jax.tree.leaves(grads)]
         if jax.tree.structure(grads) != jax.tree.structure(params):
@@ -213,7 +213,8 @@ def check_loss(
     batch mean) against jax.grad of ``losses.value`` and central differences, in float64."""
     loss = _losses.get(loss)
     with errors.cpu64():
-        pred, y, w = errors.to_cpu64((jnp.asarray(pred), jnp.asarray(y), sample_weight))
+        w = None if sample_weight is None else jnp.asarray(sample_weight)
+        pred, y, w = errors.to_cpu64((jnp.asarray(pred), jnp.asarray(y), w))
         value = lambda p: _losses.value(loss, p, y, w)  # noqa: E731
         manual = _losses.gradient(loss, pred, y, w)
         names = [f"{loss.name}: dJ/dpred"]
