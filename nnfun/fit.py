@@ -12,6 +12,7 @@ either way.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import signal
 import sys
 import threading
@@ -85,6 +86,9 @@ def _class_weights(class_weight, y, n: int):
     if labels.ndim == 2 and labels.shape[1] > 1:
         labels = labels.argmax(1)
     labels = np.rint(labels.reshape(n)).astype(np.int64)
+    bad = [k for k in class_weight if isinstance(k, bool) or not isinstance(k, (int, np.integer))]
+    if bad:
+        raise TypeError(f"class_weight: expected integer class labels as keys, got {bad!r}")
     missing = sorted(set(np.unique(labels).tolist()) - set(class_weight))
     if missing:
         raise ValueError(f"class_weight: no weight for classes {missing} present in y")
@@ -162,12 +166,6 @@ def _capacity(fixed: int | None) -> int:
     return max(fixed or 0, MAX_CHUNK)
 
 
-def _copy(tree):
-    # The compiled run donates its input buffers; keep ours alive (the last completed
-    # chunk is what Ctrl-C returns).
-    return jax.tree.map(jnp.copy, tree)
-
-
 class _Interrupt:
     """Ctrl-C during a chunk is held until the chunk ends (then fit returns its state), so
     that every process of a multi-host run stops at the same chunk; a second Ctrl-C raises
@@ -225,7 +223,9 @@ class _Progress:
             self.started = now
             for epoch, logs in rows:
                 values = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
-                print(f"Epoch {epoch + 1}/{self.epochs} - {each:.3g}s - {values}", flush=True)
+                # The chunk's mean time per epoch: a chunk is one compiled call.
+                line = f"Epoch {epoch + 1}/{self.epochs} - {each * 1e3:.3g}ms/epoch - {values}"
+                print(line, flush=True)
 
     def say(self, message: str) -> None:
         if self.verbose:
@@ -358,11 +358,11 @@ def fit(
                     c.on_epoch_begin(epoch)
             started = time.perf_counter()
             with interrupt.deferred():
-                new, logs, done, blown = program(_copy(run), jnp.asarray(count, jnp.int32), data)
+                new, logs, done, blown = program(run, jnp.asarray(count, jnp.int32), data)
                 done, blown = (int(v) for v in parallel.fetch((done, blown)))
                 sizer.observe(done, time.perf_counter() - started)
                 if blown:  # the rare blow-up: rerun the chunk's finite epochs for their state
-                    new = program(_copy(run), jnp.asarray(done, jnp.int32), data)[0]
+                    new = program(run, jnp.asarray(done, jnp.int32), data)[0]
                 rows = _rows(logs, done, epoch, names, track, history)
                 before = seen["best_epoch"]
                 run = new
@@ -380,7 +380,9 @@ def fit(
                 _save(checkpoint_dir, run, history, epoch, keep_checkpoints)
             if blown:
                 history["stopped"] = _blow_up(net, config, plan, run.state, data, epoch)
-                progress.say(f"nnfun.fit: {history['stopped']}")
+                # Said whatever the verbosity: training ended before the epochs asked for.
+                if parallel.is_main_process():
+                    warnings.warn(f"nnfun.fit: {history['stopped']}", RuntimeWarning, stacklevel=2)
                 break
             if any(getattr(c.model, "stop_training", False) for c in others):
                 history["stopped"] = f"stopped by a callback after epoch {epoch}"
@@ -427,6 +429,15 @@ def _check_track(track) -> tuple[tuple[str, Callable], ...]:
     for name, fn in track.items():
         if not isinstance(name, str) or not callable(fn):
             raise TypeError(f"track[{name!r}]: expected a name and a function, got {fn!r}")
+        try:
+            inspect.signature(fn).bind(None, None)
+        except TypeError:
+            raise TypeError(
+                f"track[{name!r}]: expected a function fn(params, model_state), got one with "
+                f"signature {inspect.signature(fn)}"
+            ) from None
+        except ValueError:  # no signature to inspect (a builtin): let the call decide
+            pass
     return tuple(track.items())
 
 
@@ -534,7 +545,7 @@ def _after_chunk(others, rows, run, best_before, seen, host_best) -> None:
 def _blow_up(net, config, plan, state, data, epoch: int) -> str:
     """Replays the epoch that turned non-finite, guarded, to name its step and leaf."""
     replay = train.compiled_epoch(net, config, plan.batch_size, plan.shuffle, plan.mesh)
-    _, metrics = replay(_copy(state), *data[:3])
+    _, metrics = replay(state, *data[:3])
     finite = np.asarray(metrics["finite"])
     step = int(np.argmin(finite))
     flags = np.asarray(metrics["grads_finite"])[step]
@@ -654,8 +665,9 @@ def fit_many(
     model's last epoch; ``history["stopped"]`` lists per model why it stopped early (None if
     it did not): early stopping, or a non-finite loss or gradient, after which that model
     keeps its last finite, completed epoch's state while the others train on. Each model
-    follows its own ``fit`` (same key, data and epochs): bit for bit without BatchNorm; with
-    BatchNorm to float32 rounding (the vmapped batch statistics reduce in another order).
+    follows its own ``fit`` (same key, data and epochs): its parameters bit for bit without
+    BatchNorm, its logged losses to float32 rounding (vmapped reductions may sum in another
+    order), and with BatchNorm everything to float32 rounding.
     """
     config = _config_of(net, config)
     _check_state(net, states, stacked=True)
@@ -696,7 +708,7 @@ def fit_many(
                 break
             count = sizer.size(epochs - epoch)
             started = time.perf_counter()
-            run, logs, done, blown = program(_copy(run), jnp.asarray(count, jnp.int32), data)
+            run, logs, done, blown = program(run, jnp.asarray(count, jnp.int32), data)
             done, blown = np.asarray(done), np.asarray(blown)
             sizer.observe(int(done.max()), time.perf_counter() - started)
             logs = jax.device_get(logs)

@@ -156,13 +156,33 @@ class Sequential(Network):
         self.state = state
         result = History()
         result.set_model(self)
+        result.set_params({"epochs": epochs, "verbose": verbose})
         epochs_run = history.pop("epoch", [])
         result.stopped = history.pop("stopped", None)
-        result.best_epoch = history.pop("best_epoch", None)
+        best = history.pop("best_epoch", None)  # state.epoch after the best epoch
+        first = int(state.epoch) - len(epochs_run)  # state.epoch before this call's epochs
+        result.best_epoch = None if best is None else best - first - 1 + (epochs_run or [0])[0]
         result.extend(epochs_run, history)
         result.history.update({k: v for k, v in history.items() if not isinstance(v, list)})
-        self.history.extend(epochs_run, history)
+        # The model's history numbers epochs across calls: 0 .. (all epochs trained) - 1.
+        self.history.extend(list(range(first, first + len(epochs_run))), history)
+        self._report_early_stopping(callbacks, result, epochs_run)
         return result
+
+    @staticmethod
+    def _report_early_stopping(callbacks, result: History, epochs_run: list[int]) -> None:
+        """Keras's EarlyStopping attributes (stopped_epoch, best_epoch) and its message."""
+        from nnfun.callbacks import EarlyStopping
+
+        for c in callbacks or ():
+            if not isinstance(c, EarlyStopping):
+                continue
+            stopped = bool(result.stopped) and result.stopped.startswith("early stopping")
+            c.stopped_epoch = epochs_run[-1] if stopped and epochs_run else 0
+            c.best_epoch = result.best_epoch
+            if c.verbose and c.restore_best_weights and result.best_epoch is not None:
+                print(f"Restoring model weights from the end of the best epoch: "
+                      f"{result.best_epoch + 1}.")  # fmt: skip
 
     def _set_state(self, state) -> None:
         self.state = state

@@ -358,8 +358,9 @@ def evaluate_arrays(net, config: Config, params, model_state, x, y, sample_weigh
     fns = [get_metric(m, config.loss) for m in config.metrics]
 
     def batch(xb, yb, wb):
+        # J with its penalty per batch: the weighted mean over batches counts it once.
         value, aux = net.objective(params, xb, yb, loss=config.loss, state=model_state,
-                                   sample_weight=wb)  # fmt: skip
+                                   sample_weight=wb, l1=config.l1, l2=config.l2)  # fmt: skip
         weight = jnp.sum(wb) if wb is not None else jnp.asarray(xb.shape[0], value.dtype)
         hits = [jnp.sum(f(aux.output, yb)) for f in fns]
         return jnp.stack([value * weight, *hits]), weight
@@ -379,7 +380,7 @@ def evaluate_arrays(net, config: Config, params, model_state, x, y, sample_weigh
         part, weight = batch(tail(x), tail(y), tail(sample_weight))
         total = (total[0] + part, total[1] + weight)
     sums, weight = total
-    loss = sums[0] / weight + net.penalty(params, l1=config.l1, l2=config.l2)
+    loss = sums[0] / weight
     return jnp.concatenate([loss[None], sums[1:] / n]).astype(jnp.float32)
 
 
@@ -522,7 +523,9 @@ def compiled_run(net, config: Config, plan: Plan, many: bool = False):
     fn = functools.partial(run_epochs, net, config, plan)
     if many:
         fn = jax.vmap(fn, in_axes=(0, None, None))
-    return _with_precision(jax.jit(fn, donate_argnums=0), config.precision)
+    # Not donated: the caller keeps the chunk's starting run (what Ctrl-C returns, and the
+    # start of a replay after a blow-up) at no more memory than a copy would take.
+    return _with_precision(jax.jit(fn), config.precision)
 
 
 @functools.lru_cache(maxsize=64)

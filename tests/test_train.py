@@ -194,16 +194,20 @@ def test_a_blow_up_returns_the_last_finite_epoch():
     cfg = nnfun.Config.make("mse", "sgd", learning_rate=0.05)
     x = X.copy()
     x[37] = 1e30  # its squared error overflows once the batches reach it (no shuffle)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # nothing leaks, e.g. NumPy's invalid-value warning
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         state, hist = train.fit(net, x, Y, config=cfg, epochs=3, batch_size=16, shuffle=False,
                                 key=jax.random.key(0))  # fmt: skip
+    # Said even with verbose=0, and nothing else leaks (e.g. NumPy's invalid-value warning).
+    assert [str(w.message) for w in caught] == [f"nnfun.fit: {hist['stopped']}"]
     assert hist["loss"] == [] and "epoch 1, step 3" in hist["stopped"]
     assert int(state.epoch) == 0 and int(state.step) == 0
     assert_same_bits(state, train.init_state(net, cfg, jax.random.key(0)))
     # Blowing up in a later epoch (a rate far above 2 / curvature) keeps the epochs before it.
     big = nnfun.Config.make("mse", "sgd", learning_rate=3.0)
-    state, hist = train.fit(net, X, Y, config=big, epochs=30, batch_size=16, key=jax.random.key(0))
+    with pytest.warns(RuntimeWarning, match="non-finite"):
+        state, hist = train.fit(net, X, Y, config=big, epochs=30, batch_size=16,
+                                key=jax.random.key(0))  # fmt: skip
     done = len(hist["loss"])
     assert 0 < done < 30 and "non-finite" in hist["stopped"] and int(state.epoch) == done
     before, _ = train.fit(net, X, Y, config=big, epochs=done, batch_size=16, key=jax.random.key(0))
@@ -281,6 +285,33 @@ def test_integer_rates_and_seeds():
                      train.init_state(net, cfg, jax.random.key(1)).params)  # fmt: skip
     with pytest.raises(TypeError, match=r"keys\[0\]: expected a PRNG key"):
         train.init_many(net, cfg, [0.5])
+
+
+def test_evaluate_and_val_loss_count_the_penalty_once():
+    """Per-layer l2(c) and compile(l2=2c) are the same objective (l2/2 sum W^2 there)."""
+    from nnfun import regularizers
+
+    def model(per_layer):
+        reg = dict(kernel_regularizer=regularizers.l2(0.01)) if per_layer else {}
+        m = nnfun.Sequential([Dense(5, "tanh", input_dim=6, **reg), Dense(3, "softmax", **reg)],
+                             key=0)  # fmt: skip
+        m.compile(loss="categorical_crossentropy", optimizer="sgd", learning_rate=1e-30,
+                  **({} if per_layer else {"l2": 0.02}))  # fmt: skip
+        return m
+
+    a, b = model(True), model(False)
+    ha = a.fit(X, Y, epochs=1, batch_size=90, validation_data=(X, Y), verbose=0)
+    b.fit(X, Y, epochs=1, batch_size=90, verbose=0)
+    params = a.state.params
+    plain = nnfun.Network([Dense(5, "tanh", input_dim=6), Dense(3, "softmax")])  # no penalty
+    data_loss = plain.loss(params, X, Y, loss="categorical_crossentropy")
+    penalty = 0.01 * sum(float(np.sum(np.square(p["W"]))) for p in params)  # NumPy, by hand
+    expected = float(data_loss) + penalty
+    assert a.evaluate(X, Y, verbose=0) == pytest.approx(expected, rel=1e-5)
+    assert b.evaluate(X, Y, verbose=0) == pytest.approx(expected, rel=1e-5)
+    # Rate 1e-30: the weights do not move, so the training loss, val_loss and evaluate agree.
+    assert ha.history["val_loss"][0] == pytest.approx(expected, rel=1e-5)
+    assert ha.history["loss"][0] == pytest.approx(expected, rel=1e-5)
 
 
 def test_accuracy_of_logits_thresholds_at_zero():
@@ -507,6 +538,18 @@ FACE_CASES = [
         lambda: face().fit(X, Y, verbose=0, track=[len]),
         TypeError,
         ["track:", "dict"],
+    ),  # fmt: skip
+    (
+        "track probe of one argument",
+        lambda: face().fit(X, Y, verbose=0, track={"n": lambda p: 0}),
+        TypeError,
+        ["track['n']", "fn(params, model_state)", "(p)"],
+    ),  # fmt: skip
+    (
+        "class_weight keys not labels",
+        lambda: face().fit(X, Y, verbose=0, class_weight={"0": 1, "1": 1, "2": 1}),
+        TypeError,
+        ["class_weight:", "integer class labels", "'0'"],
     ),  # fmt: skip
     (
         "key after the weights exist",
