@@ -192,10 +192,9 @@ def test_planted_bias_bugs_are_caught_and_named():
 def test_a_wrong_dx_is_blamed_on_its_own_layer_not_on_the_layers_below():
     net = small_net(ScaleForgetsS())  # layer 1 returns dx = dy instead of dy * s
     params = net.init(jax.random.key(2))
-    result = gradcheck.check_network(net, params, X, Y, loss=CCE)
+    result = gradcheck.check_network(net, params, X, Y, loss=CCE, finite_diff=False)
     # The whole-gradient comparison fails below the culprit, which itself looks fine there ...
-    for report in result.reports:
-        assert [leaf.path for leaf in report.failures] == ["[0]['W']", "[0]['b']"]
+    assert [leaf.path for leaf in result.autodiff.failures] == ["[0]['W']", "[0]['b']"]
     # ... the layer-by-layer check names it.
     first = result.first_disagreement
     assert (first.layer, [leaf.path for leaf in first.report.failures]) == (1, ["dx"])
@@ -206,7 +205,7 @@ def test_a_wrong_dx_is_blamed_on_its_own_layer_not_on_the_layers_below():
     # As the first layer its dx feeds no parameter gradient: the check still fails on it.
     net = nnfun.Network([ScaleForgetsS(), Dense(3, "softmax")], input_shape=3)
     result = gradcheck.check_network(net, net.init(jax.random.key(3)), X, Y, loss=CCE)
-    assert all(report.ok for report in result.reports) and not result.ok
+    assert all(report.ok for report in result.reports) and not result.ok  # FD agrees too
     assert result.first_disagreement.layer == 0
     assert [leaf.path for leaf in result.first_disagreement.report.failures] == ["dx"]
 
@@ -231,20 +230,21 @@ class NoBatchSumDense(Dense):
 
 def test_a_wrong_parameter_gradient_and_a_missing_batch_sum_are_named():
     net = small_net(ScaleWrongGrad(), out=NoBatchSumDense(3, "softmax"))
-    result = gradcheck.check_network(net, net.init(jax.random.key(4)), X, Y, loss=CCE)
+    params = net.init(jax.random.key(4))
+    result = gradcheck.check_network(net, params, X, Y, loss=CCE, finite_diff=False)
     failing = {p.layer: [leaf.path for leaf in p.report.failures] for p in result.pieces}
     assert failing == {None: [], 2: ["[2]['b']"], 1: ["[1]['s']"], 0: []}
     missing_sum = result.pieces[1].report.failures[0]
     assert missing_sum.note == "manual gradient has shape (5, 3), expected (3,)"
     assert result.diagnosis().startswith("first disagreement: layer 2 (NoBatchSumDense: Dense(")
-    for report in result.reports:
-        assert [leaf.path for leaf in report.failures] == ["[1]['s']", "[2]['b']"]
+    assert [leaf.path for leaf in result.autodiff.failures] == ["[1]['s']", "[2]['b']"]
 
 
 def test_wrong_activation_loss_and_fused_gradients_are_blamed_on_their_source(monkeypatch):
     # A wrong activation derivative in layer 1.
     net = small_net(Dense(3, bad_tanh))
-    result = gradcheck.check_network(net, net.init(jax.random.key(5)), X, Y, loss=CCE)
+    params = net.init(jax.random.key(5))
+    result = gradcheck.check_network(net, params, X, Y, loss=CCE, finite_diff=False)
     assert result.first_disagreement.name == "layer 1 (Dense(3, bad_tanh))"
     assert [leaf.path for leaf in result.first_disagreement.report.failures] == [
         "[1]['W']",
@@ -255,7 +255,9 @@ def test_wrong_activation_loss_and_fused_gradients_are_blamed_on_their_source(mo
     net = small_net(out=Dense(3, "sigmoid"))
     params = net.init(jax.random.key(6))
     targets = np.eye(3)[Y]
-    result = gradcheck.check_network(net, params, X, targets, loss=bad_half_squared)
+    result = gradcheck.check_network(
+        net, params, X, targets, loss=bad_half_squared, finite_diff=False
+    )
     assert result.first_disagreement.name == "loss bad_half_squared"
     assert [p.ok for p in result.pieces] == [False, True, True]
     assert result.diagnosis().endswith("the layers below it fail because of it")
@@ -264,7 +266,8 @@ def test_wrong_activation_loss_and_fused_gradients_are_blamed_on_their_source(mo
     wrong = losses.Loss(fused.name, fused.fn, lambda z, y: activations.softmax.fn(z))
     monkeypatch.setitem(losses.FUSED, ("softmax", CCE), wrong)
     net = small_net()
-    result = gradcheck.check_network(net, net.init(jax.random.key(7)), X, Y, loss=CCE)
+    params = net.init(jax.random.key(7))
+    result = gradcheck.check_network(net, params, X, Y, loss=CCE, finite_diff=False)
     first = result.first_disagreement
     assert first.name == "loss categorical_crossentropy_from_logits (fused with Dense(3, softmax))"
     assert [leaf.path for leaf in first.report.failures] == ["dJ/dz"]

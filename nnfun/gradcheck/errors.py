@@ -72,31 +72,32 @@ def _matching_leaves(manual, reference):
     return [jnp.asarray(m) for m in m_leaves], [jnp.asarray(r) for r in r_leaves]
 
 
-def _errors(m_leaves, r_leaves, masks=None, min_scales=None) -> Array:
+def _errors(m_leaves, r_leaves, masks=None, min_scales=None, xp=jnp) -> Array:
     """Per-leaf errors; ``masks`` select the elements compared, ``min_scales`` raise each
-    leaf's denominator (the finite-difference noise floor)."""
+    leaf's denominator (the finite-difference noise floor). ``xp`` is jax.numpy inside jit
+    (in the leaves' precision) or NumPy on the host (float64, nothing to compile)."""
     if not r_leaves:
-        return jnp.zeros((0,))
+        return xp.zeros((0,))
     dtype = least_precise(*m_leaves, *r_leaves)
-    compute = jnp.result_type(*m_leaves, *r_leaves, jnp.float32)
-    masks = [jnp.ones(jnp.shape(r), bool) for r in r_leaves] if masks is None else masks
+    compute = np.float64 if xp is np else jnp.result_type(*m_leaves, *r_leaves, jnp.float32)
+    masks = [xp.ones(np.shape(r), bool) for r in r_leaves] if masks is None else masks
     diffs, scales, refs, bad = [], [], [], []
     for m, r, mask in zip(m_leaves, r_leaves, masks, strict=True):
-        m, r = m.astype(compute), r.astype(compute)
-        diff = jnp.where(mask, jnp.abs(m - r), 0)
-        diffs.append(jnp.max(diff, initial=0))
-        ref = jnp.max(jnp.where(mask, jnp.abs(r), 0), initial=0)
+        m, r = xp.asarray(m).astype(compute), xp.asarray(r).astype(compute)
+        diff = xp.where(mask, xp.abs(m - r), 0)
+        diffs.append(xp.max(diff, initial=0))
+        ref = xp.max(xp.where(mask, xp.abs(r), 0), initial=0)
         refs.append(ref)
-        scales.append(jnp.maximum(ref, jnp.max(jnp.where(mask, jnp.abs(m), 0), initial=0)))
-        bad.append(jnp.any(mask & ~(jnp.isfinite(m) & jnp.isfinite(r))))
-    diffs, scales, bad = jnp.stack(diffs), jnp.stack(scales), jnp.stack(bad)
-    overall = jnp.max(jnp.stack(refs))
-    denom = jnp.maximum(scales, floor(dtype) * overall)
+        scales.append(xp.maximum(ref, xp.max(xp.where(mask, xp.abs(m), 0), initial=0)))
+        bad.append(xp.any(mask & ~(xp.isfinite(m) & xp.isfinite(r))))
+    diffs, scales, bad = xp.stack(diffs), xp.stack(scales), xp.stack(bad)
+    overall = xp.max(xp.stack(refs))
+    denom = xp.maximum(scales, floor(dtype) * overall)
     if min_scales is not None:
-        denom = jnp.maximum(denom, jnp.asarray(min_scales, compute))
-    safe = jnp.where(denom > 0, denom, 1)
-    err = jnp.where(denom > 0, diffs / safe, jnp.where(diffs == 0, 0.0, jnp.inf))
-    return jnp.where(bad | jnp.isnan(err), jnp.inf, err)
+        denom = xp.maximum(denom, xp.asarray(min_scales, compute))
+    safe = xp.where(denom > 0, denom, 1)
+    err = xp.where(denom > 0, diffs / safe, xp.where(diffs == 0, 0.0, xp.inf))
+    return xp.where(bad | xp.isnan(err), xp.inf, err)
 
 
 def paths(tree) -> list[str]:
@@ -242,7 +243,9 @@ def compare_leaves(
     m_fixed = [
         jnp.zeros_like(r) if bad else m for m, r, bad in zip(m_leaves, r_leaves, wrong, strict=True)
     ]
-    errors = np.asarray(_errors(m_fixed, r_leaves, [jnp.asarray(k) for k in masks], min_scales))
+    host = [np.asarray(a) for a in m_fixed], [np.asarray(a) for a in r_leaves]
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: caught as a bad leaf
+        errors = _errors(*host, [np.asarray(k) for k in masks], min_scales, xp=np)
     leaves = []
     for i, (path, m, r, mask) in enumerate(zip(names, m_fixed, r_leaves, masks, strict=True)):
         m, r, mask = np.asarray(m, np.float64), np.asarray(r, np.float64), np.asarray(mask)
