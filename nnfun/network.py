@@ -184,7 +184,9 @@ class Network:
         self, params, x, y, *, loss, sample_weight=None, l1=0.0, l2=0.0, compute_dtype=None, **fwd
     ):
         loss = losses.get(loss)
-        if validation.is_concrete(x, y):  # named errors, as apply gives for x, before JAX's
+        # Named errors for y, as apply gives for x, before JAX's own; an x that is no batch
+        # (None, a scalar, a string) is left to forward's check of x.
+        if np.ndim(x) >= 1 and validation.is_concrete(x, y):
             with jax.ensure_compile_time_eval():
                 y = validation.check_y(self, loss, y, np.shape(x)[0])
         fwd["sample_weight"] = sample_weight

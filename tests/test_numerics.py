@@ -177,6 +177,11 @@ def test_net_loss_checks_concrete_targets_as_apply_checks_x():
         net.loss(params, x, jnp.zeros(40, jnp.int32), loss=loss)
     with pytest.raises(ValueError, match=r"y: expected class labels in \[0, 3\)"):
         net.objective(params, x, jnp.full(10, 3), loss=loss)
+    # An x that is no batch at all gets forward's documented error for x, not an IndexError.
+    with pytest.raises(TypeError, match="x: expected a numeric array, got None"):
+        net.loss(params, None, jnp.zeros(10, jnp.int32), loss=loss)
+    with pytest.raises(ValueError, match=r"x: layer 0 .* expected shape \(batch, 3\), got \(\)"):
+        net.loss(params, np.float32(1.0), jnp.zeros(10, jnp.int32), loss=loss)
     # Under jit the targets are tracers: no value checks, the same result as before.
     y = jnp.arange(10) % 3
     np.testing.assert_allclose(
