@@ -73,7 +73,7 @@ out["many_steps"] = np.asarray(m_states.step).tolist()
 model = nnfun.Sequential([nnfun.Dense(32, "sigmoid", input_dim=16), nnfun.Dense(3, "softmax")])
 model.compile(loss="categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
 keras = model.fit(x, y, batch_size=16, epochs=4, mesh=mesh, key=jax.random.key(3))
-out["keras_loss"] = keras["loss"]
+out["keras_loss"] = keras.history["loss"]
 print("RESULT" + json.dumps(out))
 """
 

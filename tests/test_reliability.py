@@ -497,7 +497,8 @@ def test_huge_learning_rate_stops_with_the_last_finite_epoch(learning_rate):
     x = RNG.normal(size=(64, 4)).astype(np.float32) * 3
     y = RNG.integers(0, 3, 64).astype(np.int32)
     start = train.init_state(NET, cfg, jax.random.key(0))
-    state, hist = train.fit(NET, x, y, config=cfg, state=start, epochs=3, batch_size=8)
+    with pytest.warns(RuntimeWarning, match="non-finite loss or gradient at epoch 1"):
+        state, hist = train.fit(NET, x, y, config=cfg, state=start, epochs=3, batch_size=8)
     stopped = hist["stopped"]
     assert stopped.startswith("non-finite loss or gradient at epoch 1, step "), stopped
     assert "(batch size 8)" in stopped and "kept the state after epoch 0" in stopped
