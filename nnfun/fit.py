@@ -29,7 +29,7 @@ from nnfun import callbacks as cbs
 from nnfun import parallel, train, validation
 
 CHUNK_SECONDS = 0.5  # what an automatic chunk aims at: quick progress, Ctrl-C and callbacks
-MAX_CHUNK = 1024  # the most epochs one compiled call runs (its history buffers' length)
+MAX_CHUNK = 4096  # the most epochs one compiled call runs (its history buffers' length)
 
 
 def _config_of(net, config=None) -> train.Config:

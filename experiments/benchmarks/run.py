@@ -406,6 +406,8 @@ WORKLOAD1 = {
     # name: (builder(x, y, batch), peer package or None)
     "nnfun fit (autodiff)": (lambda *a: bench_nnfun(*a, "autodiff"), None),
     "nnfun fit (manual)": (lambda *a: bench_nnfun(*a, "manual"), None),
+    # The manual gradient refereed by jax.grad at every step inside the program.
+    "nnfun fit (checked)": (lambda *a: bench_nnfun(*a, "checked"), None),
     "nnfun epoch program (autodiff)": (lambda *a: bench_nnfun(*a, "autodiff", "program"), None),
     "nnfun step, plain scan (no finite select)": (
         lambda *a: bench_nnfun(*a, "autodiff", "no select"),
