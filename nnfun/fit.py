@@ -278,7 +278,8 @@ def fit(
     resumes from the newest intact one (``initial_epoch`` taken from it, so a restarted job
     still ends at ``epochs``). ``sample_weight`` (n,) or ``class_weight`` {class: weight}
     weigh each sample's loss, and BatchNorm's batch statistics too (as frequencies: a
-    weight-0 sample is left out exactly; Keras's BatchNorm ignores the weights). With ``mesh`` (``nnfun.parallel.data_mesh()``) each batch is
+    weight-0 sample is left out exactly; Keras's BatchNorm ignores the weights). With
+    ``mesh`` (``nnfun.parallel.data_mesh()``) each batch is
     split over its "data" axis and the parameters are replicated: the same updates.
     ``on_state(state)`` is called after every chunk (the Keras face keeps its weights current
     for callbacks with it).
