@@ -1,23 +1,31 @@
-"""Keras-style callbacks for ``fit``: early stopping, model checkpoints, CSV logs, your own.
+"""Keras-style callbacks for ``fit``: early stopping, model checkpoints, learning-rate
+schedules, CSV logs, your own.
 
-``fit`` runs chunks of epochs as one compiled program. The built-in callbacks cost it
-nothing: ``EarlyStopping`` runs inside the program (its best value, best state and patience
-counter ride in the loop), and ``ModelCheckpoint``, ``CSVLogger`` and ``TerminateOnNaN`` only
-read the per-epoch logs, which the host receives for every epoch of a chunk at its end. A
-callback of your own whose ``on_epoch_begin``/``on_epoch_end`` runs Python code makes ``fit``
-return to Python after every epoch, so that ``self.model`` holds that epoch's weights and
-``self.model.stop_training = True`` stops after it. Per-batch hooks are not offered: a whole
-epoch is one program (use ``fit(..., track={...})`` for per-epoch probes computed inside it).
+``fit`` runs chunks of epochs as one compiled program and calls each callback's hooks for
+every epoch of a chunk when the chunk ends. A callback says what it needs: the built-ins that
+only read the logs (``CSVLogger``, ``ModelCheckpoint`` with a fixed path, ``TerminateOnNaN``)
+cost nothing, and ``EarlyStopping``'s and save-best ``ModelCheckpoint``'s rules run inside the
+program (their memory rides in the loop). A hook written in a class of your own (a
+``Callback`` subclass, or a subclass of a built-in that overrides one) makes ``fit`` return
+to Python after every epoch, so that ``self.model`` holds that epoch's weights and
+``self.model.stop_training = True`` stops after it; so do the learning-rate callbacks, which
+change the rate between epochs without recompiling. Epochs carry Keras's numbers: they count
+from ``initial_epoch``.
 """
 
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
+import numpy as np
 
+from nnfun.monitor import Monitor
+
+EPOCH_HOOKS = ("on_epoch_begin", "on_epoch_end")
 BATCH_HOOKS = (
     "on_batch_begin",
     "on_batch_end",
@@ -31,10 +39,11 @@ BATCH_HOOKS = (
 
 
 class Callback:
-    """Base class: override ``on_train_begin/end(logs)`` and ``on_epoch_begin/end(epoch, logs)``.
+    """Base class: override ``on_train_begin/end(logs)`` and ``on_epoch_begin/end(epoch,
+    logs)``.
 
-    ``epoch`` is the 0-based index within the run (``initial_epoch`` ... ``epochs - 1``) and
-    ``logs`` maps "loss", each metric and their "val_" versions to that epoch's floats.
+    ``epoch`` is Keras's number (``initial_epoch`` ... ``epochs - 1``) and ``logs`` maps
+    "loss", each metric and their "val_" versions to that epoch's floats.
     """
 
     model: Any = None
@@ -60,20 +69,21 @@ class Callback:
 
     @property
     def needs_every_epoch(self) -> bool:
-        """True when per-epoch hooks run user code that may read the current weights."""
-        kind = type(self)
-        return (
-            kind.on_epoch_begin is not Callback.on_epoch_begin
-            or kind.on_epoch_end is not Callback.on_epoch_end
-        )
+        """True when an epoch hook runs code of a class outside nnfun's own callbacks (it
+        may read the current weights or stop the run), or the callback changes the
+        learning rate between epochs."""
+        return _user_hook(type(self), EPOCH_HOOKS)
 
 
-class _LogsOnly(Callback):
-    """A built-in callback whose per-epoch work only reads the logs: replayed after a chunk."""
-
-    @property
-    def needs_every_epoch(self) -> bool:
-        return False
+def _user_hook(kind: type, hooks: tuple[str, ...]) -> bool:
+    """Whether the first class in ``kind``'s MRO defining one of ``hooks`` is not nnfun's."""
+    for hook in hooks:
+        for klass in kind.__mro__:
+            if hook in vars(klass):
+                if klass.__module__ != __name__:
+                    return True
+                break
+    return False
 
 
 def _maximise(mode: str, monitor: str) -> bool:
@@ -85,23 +95,32 @@ def _maximise(mode: str, monitor: str) -> bool:
     return mode == "max"
 
 
-class Monitor(NamedTuple):
-    """What the compiled run tracks for a monitored value (static: part of the program)."""
+def _number(name: str, value, optional: bool = False):
+    if optional and value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise TypeError(f"{name}: expected a number, got {value!r}")
+    return float(value)
 
-    name: str
-    maximise: bool
-    min_delta: float
-    patience: int | None  # None: track the best without ever stopping
+
+def _check_monitor(monitor) -> str:
+    if not isinstance(monitor, str):
+        raise TypeError(f"monitor: expected a log name such as 'val_loss', got {monitor!r}")
+    return monitor
 
 
-class EarlyStopping(_LogsOnly):
+class EarlyStopping(Callback):
     """Stops when ``monitor`` has not improved by more than ``min_delta`` for ``patience``
-    epochs in a row (Keras semantics); the epoch that triggers it is still recorded.
+    epochs in a row (Keras 3's rule, :mod:`nnfun.monitor`): an improving epoch never stops
+    the run, and with patience 0 it stops after the first epoch that does not improve.
 
-    ``mode`` "auto" maximises accuracy-like names and minimises the rest. With
-    ``restore_best_weights`` the state returned is the best epoch's. Runs inside the compiled
-    program, and its memory (best value, best state, counter) is checkpointed, so a resumed
-    run stops where an uninterrupted one does.
+    ``mode`` "auto" maximises accuracy-like names and minimises the rest; ``baseline`` must
+    be beaten too for the wait to reset; epochs before ``start_from_epoch`` are not watched.
+    With ``restore_best_weights`` the weights (and BatchNorm statistics) of the best epoch are
+    restored at the end of the run; the optimiser state, step counter and PRNG key go on.
+    After ``fit``: ``stopped_epoch`` (0 if it did not stop) and ``best_epoch``, Keras's
+    numbers. Runs inside the compiled program; its memory is checkpointed, so a resumed run
+    stops where an uninterrupted one does.
     """
 
     def __init__(
@@ -111,39 +130,52 @@ class EarlyStopping(_LogsOnly):
         patience: int = 0,
         verbose: int = 0,
         mode: str = "auto",
+        baseline: float | None = None,
         restore_best_weights: bool = False,
+        start_from_epoch: int = 0,
     ):
-        if not isinstance(monitor, str):
-            raise TypeError(f"monitor: expected a log name such as 'val_loss', got {monitor!r}")
+        self.monitor = _check_monitor(monitor)
         if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
             raise ValueError(f"patience: expected an int >= 0, got {patience!r}")
-        if isinstance(min_delta, bool) or not isinstance(min_delta, (int, float)):
-            raise TypeError(f"min_delta: expected a number, got {min_delta!r}")
-        self.monitor = monitor
-        self.min_delta = abs(float(min_delta))
+        if (isinstance(start_from_epoch, bool) or not isinstance(start_from_epoch, int)
+                or start_from_epoch < 0):  # fmt: skip
+            raise ValueError(f"start_from_epoch: expected an int >= 0, got {start_from_epoch!r}")
+        self.min_delta = abs(_number("min_delta", min_delta))
+        self.baseline = _number("baseline", baseline, optional=True)
         self.patience = patience
         self.verbose = verbose
         self.mode = mode
         self.maximise = _maximise(mode, monitor)
         self.restore_best_weights = bool(restore_best_weights)
+        self.start_from_epoch = start_from_epoch
+        self.stopped_epoch = 0
+        self.best_epoch = 0
+        self.best = None
+
+    @property
+    def needs_every_epoch(self) -> bool:
+        return _user_hook(type(self), EPOCH_HOOKS)
 
     def as_monitor(self) -> Monitor:
-        return Monitor(self.monitor, self.maximise, self.min_delta, self.patience)
+        return Monitor(self.monitor, self.maximise, self.min_delta, self.patience,
+                       self.baseline, self.start_from_epoch)  # fmt: skip
 
     def __repr__(self):
         return (
             f"EarlyStopping(monitor={self.monitor!r}, min_delta={self.min_delta}, "
-            f"patience={self.patience}, mode={self.mode!r}, "
-            f"restore_best_weights={self.restore_best_weights})"
+            f"patience={self.patience}, mode={self.mode!r}, baseline={self.baseline}, "
+            f"restore_best_weights={self.restore_best_weights}, "
+            f"start_from_epoch={self.start_from_epoch})"
         )
 
 
-class ModelCheckpoint(_LogsOnly):
-    """Saves the model to ``filepath`` after an epoch (Keras semantics).
+class ModelCheckpoint(Callback):
+    """Saves the model to ``filepath`` after each epoch (Keras semantics).
 
-    With ``save_best_only`` only when ``monitor`` improved, and what is saved is that best
-    epoch's model, tracked inside the compiled program. ``filepath`` may hold ``{epoch}`` and
-    log names (``"ckpt-{epoch:02d}-{val_loss:.3f}"``); then every epoch returns to Python.
+    With ``save_best_only`` only after an epoch where ``monitor`` improved (no ``min_delta``;
+    ``initial_value_threshold`` is a best value to beat from the start), and what is saved is
+    that epoch's model, tracked inside the compiled program. ``filepath`` may hold
+    ``{epoch}`` (Keras's number + 1) and log names (``"ckpt-{epoch:02d}-{val_loss:.3f}"``).
     ``save_weights_only`` writes ``model.save_weights`` instead of ``model.save``.
     """
 
@@ -155,26 +187,34 @@ class ModelCheckpoint(_LogsOnly):
         save_best_only: bool = False,
         save_weights_only: bool = False,
         mode: str = "auto",
+        save_freq="epoch",
+        initial_value_threshold: float | None = None,
     ):
+        if save_freq != "epoch":
+            raise ValueError(
+                f"save_freq: expected 'epoch' (nnfun saves between epochs), got {save_freq!r}"
+            )
         self.filepath = str(filepath)
-        self.monitor = monitor
+        self.monitor = _check_monitor(monitor)
         self.verbose = verbose
         self.save_best_only = bool(save_best_only)
         self.save_weights_only = bool(save_weights_only)
         self.mode = mode
         self.maximise = _maximise(mode, monitor)
-
-    @property
-    def formatted(self) -> bool:
-        """True when the path changes from epoch to epoch."""
-        return "{" in self.filepath
+        self.initial_value_threshold = _number(
+            "initial_value_threshold", initial_value_threshold, optional=True
+        )
 
     @property
     def needs_every_epoch(self) -> bool:
-        return self.formatted
+        # A path that changes per epoch (saves every epoch) or a hook of your own.
+        return ("{" in self.filepath and not self.save_best_only) or _user_hook(
+            type(self), EPOCH_HOOKS
+        )
 
     def as_monitor(self) -> Monitor:
-        return Monitor(self.monitor, self.maximise, 0.0, None)
+        return Monitor(self.monitor, self.maximise, 0.0, None, None, 0,
+                       self.initial_value_threshold)  # fmt: skip
 
     def path(self, epoch: int, logs: dict) -> str:
         return self.filepath.format(epoch=epoch + 1, **(logs or {}))
@@ -194,7 +234,88 @@ class ModelCheckpoint(_LogsOnly):
             print(f"Epoch {epoch + 1}: saved the model to {path}")
 
 
-class CSVLogger(_LogsOnly):
+class LearningRateScheduler(Callback):
+    """Sets the learning rate before each epoch to ``schedule(epoch, lr)`` (or
+    ``schedule(epoch)``), as Keras; the rate is logged as "learning_rate". The optimiser must
+    be given by name or be an nnfun optimizer (its rate is a hyper-parameter of the state)."""
+
+    changes_learning_rate = True
+
+    def __init__(self, schedule, verbose: int = 0):
+        if not callable(schedule):
+            raise TypeError(f"schedule: expected a function of (epoch, lr), got {schedule!r}")
+        self.schedule = schedule
+        self.verbose = verbose
+
+    def learning_rate_before(self, epoch: int, lr: float) -> float:
+        try:
+            new = self.schedule(epoch, lr)
+        except TypeError:  # Keras's old one-argument form
+            new = self.schedule(epoch)
+        if (
+            isinstance(new, bool)
+            or not isinstance(new, (int, float))
+            and not hasattr(new, "__float__")
+        ):
+            raise ValueError(f"LearningRateScheduler: schedule returned {new!r}, not a float")
+        if self.verbose:
+            print(f"\nEpoch {epoch + 1}: LearningRateScheduler setting learning rate to {new}.")
+        return float(new)
+
+    @property
+    def needs_every_epoch(self) -> bool:
+        return True
+
+
+class ReduceLROnPlateau(Callback):
+    """Multiplies the learning rate by ``factor`` (down to ``min_lr``) when ``monitor`` has
+    not improved by ``min_delta`` for ``patience`` epochs, then waits ``cooldown`` epochs
+    (Keras's rule); the rate is logged as "learning_rate"."""
+
+    changes_learning_rate = True
+
+    def __init__(self, monitor="val_loss", factor=0.1, patience=10, verbose=0, mode="auto",
+                 min_delta=1e-4, cooldown=0, min_lr=0.0):  # fmt: skip
+        self.monitor = _check_monitor(monitor)
+        self.factor = _number("factor", factor)
+        if not self.factor < 1.0:
+            raise ValueError(f"factor: expected a number < 1.0, got {factor!r}")
+        self.patience, self.verbose, self.mode = patience, verbose, mode
+        self.maximise = _maximise(mode, monitor)
+        self.min_delta = abs(_number("min_delta", min_delta))
+        self.cooldown, self.min_lr = cooldown, _number("min_lr", min_lr)
+        self.on_train_begin()
+
+    def on_train_begin(self, logs=None) -> None:
+        self.best, self.wait, self.cooldown_counter = None, 0, 0
+
+    def learning_rate_after(self, epoch: int, lr: float, logs: dict) -> float:
+        current = logs[self.monitor]
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.wait = 0
+        delta = self.min_delta if self.maximise else -self.min_delta
+        if self.best is None:
+            better = True
+        else:
+            better = current - delta > self.best if self.maximise else current - delta < self.best
+        if better:
+            self.best, self.wait = current, 0
+        elif self.cooldown_counter <= 0:
+            self.wait += 1
+            if self.wait >= self.patience and lr > float(np.float32(self.min_lr)):
+                lr = max(lr * self.factor, self.min_lr)
+                if self.verbose:
+                    print(f"\nEpoch {epoch + 1}: ReduceLROnPlateau reducing learning rate to {lr}.")
+                self.cooldown_counter, self.wait = self.cooldown, 0
+        return lr
+
+    @property
+    def needs_every_epoch(self) -> bool:
+        return True
+
+
+class CSVLogger(Callback):
     """Writes one row per epoch (``epoch`` then the logs in sorted order) to ``filename``."""
 
     def __init__(self, filename, separator: str = ",", append: bool = False):
@@ -227,7 +348,7 @@ class CSVLogger(_LogsOnly):
             writer.writerow([epoch, *(logs.get(k, "NA") for k in self._keys)])
 
 
-class TerminateOnNaN(_LogsOnly):
+class TerminateOnNaN(Callback):
     """Stops at the first non-finite loss. ``fit`` always does (it is kept for Keras
     scripts): the state returned is the last finite, completed epoch's, and
     ``history["stopped"]`` names the epoch, step and first non-finite leaf."""
@@ -235,11 +356,15 @@ class TerminateOnNaN(_LogsOnly):
 
 class History(Callback):
     """What ``fit`` returns, as Keras: ``history`` maps each log name to its per-epoch list,
-    ``epoch`` lists the epoch indices; ``stopped``/``best_epoch`` say why and where it ended."""
+    ``epoch`` lists the epochs' numbers (from ``initial_epoch``); ``params`` holds
+    ``epochs``, ``steps`` and ``verbose``; ``stopped``/``best_epoch`` say why and where the
+    run ended (Keras's numbers)."""
 
     def __init__(self):
         self.history: dict[str, list] = {}
         self.epoch: list[int] = []
+        self.stopped: str | None = None
+        self.best_epoch: int | None = None
 
     def extend(self, epochs: list[int], history: dict) -> None:
         self.epoch.extend(epochs)
@@ -251,13 +376,14 @@ class History(Callback):
         return f"History(epochs={len(self.epoch)}, keys={sorted(self.history)})"
 
 
-def split(callbacks) -> tuple[EarlyStopping | None, list[Callback]]:
-    """Checks a callbacks list; returns (its EarlyStopping or None, the others)."""
+def as_list(callbacks) -> list[Callback]:
+    """``callbacks`` as a checked list: one callback alone is accepted, as Keras does."""
     if callbacks is None:
-        return None, []
+        return []
     if isinstance(callbacks, Callback):
-        callbacks = [callbacks]
-    stopping, others = None, []
+        return [callbacks]
+    if not isinstance(callbacks, (list, tuple)):
+        raise TypeError(f"callbacks: expected a list of callbacks, got {callbacks!r}")
     for i, cb in enumerate(callbacks):
         if not isinstance(cb, Callback):
             raise TypeError(f"callbacks[{i}]: expected an nnfun.callbacks.Callback, got {cb!r}")
@@ -268,10 +394,6 @@ def split(callbacks) -> tuple[EarlyStopping | None, list[Callback]]:
                     "epoch as one compiled program, so there are no per-batch hooks; use "
                     "on_epoch_end, or fit(..., track={...}) for per-epoch probes"
                 )
-        if isinstance(cb, EarlyStopping):
-            if stopping is not None:
-                raise ValueError("callbacks: expected at most one EarlyStopping, got two")
-            stopping = cb
-        else:
-            others.append(cb)
-    return stopping, others
+    if sum(isinstance(cb, EarlyStopping) for cb in callbacks) > 1:
+        raise ValueError("callbacks: expected at most one EarlyStopping, got two")
+    return list(callbacks)

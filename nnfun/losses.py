@@ -2,9 +2,11 @@
 
 A loss is a record of two per-sample functions: ``fn(pred, y) -> (batch,)`` and
 ``grad(pred, y) -> d fn_i / d pred_i`` (shape of ``pred``). ``value`` and ``gradient``
-reduce them to the weighted batch mean J = sum_i w_i L_i / sum_i w_i (w = 1 by default;
-w = 0 masks a padded sample out exactly; the network passes the same weights to BatchNorm's
-training statistics, so a pad is left out of those too). Logit forms are stable for logits
+reduce them as Keras does ("sum_over_batch_size"): J = sum_i m_i w_i L_i / sum_i m_i, with
+sample weights w (1 by default) and a mask m of the real rows (1 by default; 0 for rows that
+only pad a batch, e.g. across hosts or at the end of a stream: they count neither in the sum
+nor in the batch size). The network passes w * m to BatchNorm's training statistics, so a pad
+is left out of those too. Logit forms are stable for logits
 of +-1e4, and ``FUSED`` pairs an output activation with its loss so that the network
 backpropagates the textbook gradients softmax + CE -> (p - y)/m and sigmoid + BCE -> (a - y)/m.
 """
@@ -147,22 +149,30 @@ def get(loss: str | Loss) -> Loss:
     raise ValueError(f"loss: expected one of {sorted(LOSSES)} or a Loss, got {loss!r}")
 
 
-def _normalised(weights: Array | None, batch: int, dtype) -> Array:
+def _normalised(weights: Array | None, mask: Array | None, batch: int, dtype) -> Array:
+    """Each sample's share of J: w_i m_i / sum(m) (1/batch when neither is given)."""
+    count = jnp.asarray(batch, dtype) if mask is None else jnp.sum(mask.astype(dtype))
     w = jnp.ones((batch,), dtype) if weights is None else weights.astype(dtype)
-    return w / jnp.maximum(jnp.sum(w), jnp.finfo(dtype).tiny)
+    if mask is not None:
+        w = w * mask.astype(dtype)
+    return w / jnp.maximum(count, jnp.finfo(dtype).tiny)
 
 
-def value(loss: Loss, pred: Array, y: Array, weights: Array | None = None) -> Array:
-    """J = sum_i w_i L(pred_i, y_i) / sum_i w_i for ``pred`` (batch, k)."""
+def value(loss: Loss, pred: Array, y: Array, weights: Array | None = None,
+          mask: Array | None = None) -> Array:  # fmt: skip
+    """J = sum_i m_i w_i L(pred_i, y_i) / sum_i m_i for ``pred`` (batch, k); weights and
+    mask are (batch,)."""
     loss = get(loss)
     validation.check_loss_args(pred, y, weights)
     y = targets_like(pred, y)
-    return jnp.sum(_normalised(weights, pred.shape[0], pred.dtype) * loss.fn(pred, y))
+    return jnp.sum(_normalised(weights, mask, pred.shape[0], pred.dtype) * loss.fn(pred, y))
 
 
-def gradient(loss: Loss, pred: Array, y: Array, weights: Array | None = None) -> Array:
-    """dJ/dpred, (batch, k): the per-sample gradient times w_i / sum w (1/m when unweighted)."""
+def gradient(loss: Loss, pred: Array, y: Array, weights: Array | None = None,
+             mask: Array | None = None) -> Array:  # fmt: skip
+    """dJ/dpred, (batch, k): the per-sample gradient times m_i w_i / sum m (1/m when
+    unweighted)."""
     loss = get(loss)
     validation.check_loss_args(pred, y, weights)
     y = targets_like(pred, y)
-    return _normalised(weights, pred.shape[0], pred.dtype)[:, None] * loss.grad(pred, y)
+    return _normalised(weights, mask, pred.shape[0], pred.dtype)[:, None] * loss.grad(pred, y)

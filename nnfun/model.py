@@ -41,6 +41,14 @@ def next_key() -> jax.Array:
     return key
 
 
+def _rows_trained(x, validation_split, validation_data) -> int:
+    """The training rows of a fit call (after Keras's validation split)."""
+    from nnfun.fit_inputs import split_at
+
+    n = int(np.shape(x)[0])
+    return split_at(n, validation_split) if validation_split and validation_data is None else n
+
+
 class Sequential(Network):
     """A stack of layers with the Keras methods. ``key`` (a PRNG key or an int seed) fixes
     the initial weights and the training randomness; by default it is drawn from the
@@ -52,7 +60,7 @@ class Sequential(Network):
         self._key = next_key() if key is None else train.as_key("key", key)
         self.compiled: train.Config | None = None
         self.state: train.TrainState | None = None
-        self.history = History()  # every fit call's epochs, one after another
+        self.history = History()  # the last fit's History, as Keras
         self.stop_training = False  # a callback sets it to end fit after the current epoch
 
     # ---- weights ------------------------------------------------------------------------
@@ -130,9 +138,6 @@ class Sequential(Network):
             self._key = train.as_key("key", key)
         self._build_for(x)
         self.stop_training = False
-        for c in callbacks or ():
-            if hasattr(c, "set_model"):
-                c.set_model(self)
         state, history = fitting.fit(
             self,
             x,
@@ -151,38 +156,21 @@ class Sequential(Network):
             callbacks=callbacks,
             verbose=verbose,
             on_state=self._set_state,
+            model=self,
             **options,
         )
         self.state = state
         result = History()
         result.set_model(self)
-        result.set_params({"epochs": epochs, "verbose": verbose})
-        epochs_run = history.pop("epoch", [])
+        steps = train.steps_per_epoch(_rows_trained(x, validation_split, validation_data),
+                                      32 if batch_size is None else batch_size)  # fmt: skip
+        result.set_params({"epochs": epochs, "steps": steps, "verbose": verbose})
         result.stopped = history.pop("stopped", None)
-        best = history.pop("best_epoch", None)  # state.epoch after the best epoch
-        first = int(state.epoch) - len(epochs_run)  # state.epoch before this call's epochs
-        result.best_epoch = None if best is None else best - first - 1 + (epochs_run or [0])[0]
-        result.extend(epochs_run, history)
+        result.best_epoch = history.pop("best_epoch", None)
+        result.extend(history.pop("epoch", []), history)
         result.history.update({k: v for k, v in history.items() if not isinstance(v, list)})
-        # The model's history numbers epochs across calls: 0 .. (all epochs trained) - 1.
-        self.history.extend(list(range(first, first + len(epochs_run))), history)
-        self._report_early_stopping(callbacks, result, epochs_run)
+        self.history = result  # Keras: the model's history is its last fit's
         return result
-
-    @staticmethod
-    def _report_early_stopping(callbacks, result: History, epochs_run: list[int]) -> None:
-        """Keras's EarlyStopping attributes (stopped_epoch, best_epoch) and its message."""
-        from nnfun.callbacks import EarlyStopping
-
-        for c in callbacks or ():
-            if not isinstance(c, EarlyStopping):
-                continue
-            stopped = bool(result.stopped) and result.stopped.startswith("early stopping")
-            c.stopped_epoch = epochs_run[-1] if stopped and epochs_run else 0
-            c.best_epoch = result.best_epoch
-            if c.verbose and c.restore_best_weights and result.best_epoch is not None:
-                print(f"Restoring model weights from the end of the best epoch: "
-                      f"{result.best_epoch + 1}.")  # fmt: skip
 
     def _set_state(self, state) -> None:
         self.state = state

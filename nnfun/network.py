@@ -181,15 +181,17 @@ class Network:
         return None
 
     def _objective(
-        self, params, x, y, *, loss, sample_weight=None, l1=0.0, l2=0.0, compute_dtype=None, **fwd
-    ):
+        self, params, x, y, *, loss, sample_weight=None, mask=None, l1=0.0, l2=0.0,
+        compute_dtype=None, **fwd,
+    ):  # fmt: skip
         loss = losses.get(loss)
         # Named errors for y, as apply gives for x, before JAX's own; an x that is no batch
         # (None, a scalar, a string) is left to forward's check of x.
         if np.ndim(x) >= 1 and validation.is_concrete(x, y):
             with jax.ensure_compile_time_eval():
                 y = validation.check_y(self, loss, y, np.shape(x)[0])
-        fwd["sample_weight"] = sample_weight
+        # BatchNorm weighs its batch statistics by w * m: a padded row (m = 0) is left out.
+        fwd["sample_weight"] = _masked(sample_weight, mask)
         if compute_dtype is not None:  # mixed precision: layers run in compute_dtype ...
             state = fwd.get("state")
             out, new_state, caches = self.forward(
@@ -204,16 +206,18 @@ class Network:
         fused = self._fused(loss)
         if fused is not None:
             logits = caches[-1][1].astype(out.dtype)
-            data_loss = losses.value(fused, logits, y, sample_weight)
+            data_loss = losses.value(fused, logits, y, sample_weight, mask)
         else:
-            data_loss = losses.value(loss, out, y, sample_weight)
+            data_loss = losses.value(loss, out, y, sample_weight, mask)
         value = data_loss + self.penalty(params, l1=l1, l2=l2)
         return value, Aux(out, new_state), caches, fused or loss
 
     def objective(self, params, x, y, *, loss, **kwargs) -> tuple[Array, Aux]:
-        """``(J, Aux(output, state))``: J = weighted mean loss + l2/2 sum W^2 + l1 sum |W|.
+        """``(J, Aux(output, state))``: J = sum(m w L) / sum(m) + l2/2 sum W^2 + l1 sum |W|.
 
-        Keyword arguments: ``state``, ``key``, ``train``, ``sample_weight``, ``l1``, ``l2``.
+        Keyword arguments: ``state``, ``key``, ``train``, ``sample_weight`` w (batch,),
+        ``mask`` m (batch,) of the real rows (Keras's reduction: the weighted losses summed
+        over the batch size, padding rows excluded), ``l1``, ``l2``.
         When the output activation and the loss fuse (softmax + categorical CE, sigmoid +
         binary CE) J is computed from the logits, which keeps it finite for huge logits.
         Shaped for ``jax.value_and_grad(net.objective, has_aux=True)``.
@@ -262,17 +266,18 @@ class Network:
     def value_and_manual_grad(self, params, x, y, *, loss, l1=0.0, l2=0.0, **kwargs):
         """``((J, Aux(output, state)), grads)`` by the hand-written backward pass: the same
         shape as ``jax.value_and_grad(net.objective, has_aux=True)`` returns."""
-        sample_weight = kwargs.get("sample_weight")
+        sample_weight, mask = kwargs.get("sample_weight"), kwargs.get("mask")
         value, aux, caches, out_loss = self._objective(
             params, x, y, loss=loss, l1=l1, l2=l2, **kwargs
         )
         dtype = kwargs.get("compute_dtype")
         run = params if dtype is None else _cast(params, dtype)
         if self._fused(losses.get(loss)) is not None:
-            dz = losses.gradient(out_loss, caches[-1][1].astype(aux.output.dtype), y, sample_weight)
+            logits = caches[-1][1].astype(aux.output.dtype)
+            dz = losses.gradient(out_loss, logits, y, sample_weight, mask)
             grads, _ = self.backward(run, caches, None, last_dz=_cast(dz, dtype))
         else:
-            dy = losses.gradient(out_loss, aux.output, y, sample_weight)
+            dy = losses.gradient(out_loss, aux.output, y, sample_weight, mask)
             grads, _ = self.backward(run, caches, _cast(dy, dtype))
         if dtype is not None:  # gradients in the parameters' own dtype
             grads = _cast_like(grads, params)
@@ -289,6 +294,14 @@ class Network:
     def manual_grad(self, params, x, y, *, loss, **kwargs) -> Params:
         """dJ/dparams by the hand-written backward pass (same structure as params)."""
         return self.value_and_manual_grad(params, x, y, loss=loss, **kwargs)[1]
+
+
+def _masked(sample_weight, mask):
+    """w * m, or whichever is given (None when neither is)."""
+    if mask is None:
+        return sample_weight
+    mask = jnp.asarray(mask)
+    return mask if sample_weight is None else sample_weight * mask.astype(sample_weight.dtype)
 
 
 def _as_shape(shape: Any) -> tuple[int, ...]:

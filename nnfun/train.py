@@ -2,11 +2,10 @@
 
 ``train_step`` is one optimisation step ``(state, batch) -> (state, metrics)``;
 ``run_epoch`` one epoch (shuffle with the state's key, ``lax.scan`` the step over the full
-batches, one more step on the remainder: nothing is dropped); ``run_epochs`` up to a chunk of
-epochs as one ``lax.while_loop`` with each epoch's history, validation, probes, the
-non-finite check and early stopping inside, so the host sees one round trip per chunk.
-The host loop around them (chunks, progress, callbacks, checkpoints, Ctrl-C) is
-:mod:`nnfun.fit`; ``fit``, ``fit_many``, ``evaluate`` and ``predict`` are re-exported here.
+batches, one more step on the remainder: nothing is dropped); ``evaluate_arrays`` the loss
+and metrics in evaluation mode. A chunk of epochs as one program is :mod:`nnfun.epochs`, the
+host loop around it (chunks, progress, callbacks, checkpoints, Ctrl-C) :mod:`nnfun.fit`;
+``fit``, ``fit_many``, ``evaluate`` and ``predict`` are reachable here too.
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ import numpy as np
 import optax
 
 from nnfun import losses, parallel, validation
-from nnfun.callbacks import EarlyStopping, Monitor
 from nnfun.metrics import check as check_metric
 from nnfun.metrics import get as get_metric
 
@@ -171,12 +169,23 @@ def init_state(net, config: Config | None, key: Array, params=None) -> TrainStat
     )
 
 
-def with_optimizer(state: TrainState, config: Config) -> TrainState:
+def with_optimizer(state: TrainState, config: Config, stacked: bool = False) -> TrainState:
     """``state`` ready for ``config``'s optimiser: its moments kept when the optimiser is the
-    same kind (same state structure and shapes), with the new hyper-parameters (learning
-    rate); a fresh optimiser state when it changed (re-compiling after training)."""
-    fresh = config.optimizer.init(state.params)
+    same kind (same state structure and shapes), with the config's hyper-parameters (learning
+    rate) in force; a fresh optimiser state when it changed (re-compiling after training).
+    With ``stacked`` the state is a stack of models (``init_many``), whose per-model
+    hyper-parameters are kept."""
+    params = state.params if not stacked else jax.tree.map(lambda a: a[0], state.params)
     old = state.opt_state
+    if stacked:
+        fresh = jax.eval_shape(config.optimizer.init, params)
+        if jax.tree.structure(fresh) != jax.tree.structure(old):
+            raise ValueError(
+                "state.opt_state: built for another optimizer than config.optimizer; use "
+                "nnfun.train.with_optimizer(state, config) to switch optimizers"
+            )
+        return state
+    fresh = config.optimizer.init(params)
     if old is None or jax.tree.structure(old) != jax.tree.structure(fresh):
         return state._replace(opt_state=fresh)
     same = all(
@@ -191,6 +200,33 @@ def with_optimizer(state: TrainState, config: Config) -> TrainState:
     return state._replace(opt_state=old)
 
 
+def _hyperparams(state: TrainState) -> dict:
+    hyper = getattr(state.opt_state, "hyperparams", None)
+    if hyper is None or "learning_rate" not in hyper:
+        raise ValueError(
+            "learning_rate: the optimizer's learning rate is not a hyper-parameter of its "
+            "state; give the optimizer by name (or build it with optax.inject_hyperparams) "
+            "to change it between epochs"
+        )
+    return hyper
+
+
+def learning_rate(state: TrainState) -> float:
+    """The learning rate the next step uses (an injected hyper-parameter)."""
+    return float(np.asarray(parallel.fetch(_hyperparams(state)["learning_rate"])))
+
+
+def with_learning_rate(state: TrainState, value: float) -> TrainState:
+    """``state`` with the learning rate ``value`` from its next step on (no recompiling: the
+    rate is an argument of the compiled program, not a constant in it)."""
+    hyper = dict(_hyperparams(state))
+    old = hyper["learning_rate"]
+    hyper["learning_rate"] = jnp.asarray(value, old.dtype)
+    if getattr(old, "sharding", None) is not None and not isinstance(old, np.ndarray):
+        hyper["learning_rate"] = jax.device_put(hyper["learning_rate"], old.sharding)
+    return state._replace(opt_state=state.opt_state._replace(hyperparams=hyper))
+
+
 def _all_finite(tree) -> Array:
     leaves = jax.tree.leaves(tree)
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else True
@@ -202,10 +238,13 @@ def _leaf_flags(tree) -> Array:
     return jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]) if leaves else jnp.ones(0, bool)
 
 
-def train_step(net, config: Config, state: TrainState, x, y, sample_weight=None):
+def train_step(net, config: Config, state: TrainState, x, y, sample_weight=None, mask=None):
     """One optimisation step on a batch: ``(state, metrics)``.
 
-    metrics holds the batch ``loss``, each compiled metric's batch mean, ``finite`` (False
+    ``mask`` (batch,) marks the real rows of a padded batch. metrics holds the batch
+    ``loss`` (Keras's reduction: sum(w L) over the real rows' count), ``size`` (that count),
+    ``weight`` (the real rows' total sample weight), each compiled metric's sample-weighted
+    batch mean, ``finite`` (False
     when the loss, a gradient or an updated parameter was non-finite), ``grads_finite``, one
     flag per leaf, and with ``grad="checked"`` ``grad_error``: the relative error of each
     leaf's manual gradient against ``jax.grad`` (0 on steps not checked).
@@ -220,6 +259,7 @@ def train_step(net, config: Config, state: TrainState, x, y, sample_weight=None)
         key=step_key,
         train=True,
         sample_weight=sample_weight,
+        mask=mask,
         l1=config.l1,
         l2=config.l2,
     )
@@ -241,9 +281,20 @@ def train_step(net, config: Config, state: TrainState, x, y, sample_weight=None)
     new = TrainState(params, opt_state, aux.state, key, state.step + 1, state.epoch)
     flags = _leaf_flags(grads) & _leaf_flags(params)
     out = {"loss": value, "finite": finite, "grads_finite": flags, **extra}
+    w = _row_weights(sample_weight, mask, x.shape[0], value.dtype)
+    out["size"] = jnp.asarray(x.shape[0], value.dtype) if mask is None else jnp.sum(mask)
+    out["size"] = out["size"].astype(value.dtype)
+    out["weight"] = jnp.sum(w)
     for name in config.metrics:
-        out[name] = jnp.mean(get_metric(name, config.loss)(aux.output, y))
+        hits = get_metric(name, config.loss)(aux.output, y).astype(value.dtype)
+        out[name] = jnp.sum(w * hits) / jnp.maximum(out["weight"], jnp.finfo(value.dtype).tiny)
     return new, out
+
+
+def _row_weights(sample_weight, mask, batch: int, dtype):
+    """Each row's weight in the metrics: w * m (1 for a real row when neither is given)."""
+    w = jnp.ones((batch,), dtype) if sample_weight is None else sample_weight.astype(dtype)
+    return w if mask is None else w * mask.astype(dtype)
 
 
 def _checked(net, state, x, y, kwargs, grads, every: int) -> Array:
@@ -315,9 +366,6 @@ def run_epoch(
         if mesh is not None and xb.shape[0] % parallel.data_size(mesh) == 0:
             xb, yb = parallel.constrain_batch((xb, yb), mesh)
         new, metrics = train_step(net, config, state, xb, yb, wb)
-        # What the epoch's means weigh this batch by: its size, and its total sample weight.
-        metrics["size"] = jnp.asarray(xb.shape[0], jnp.float32)
-        metrics["weight"] = metrics["size"] if wb is None else jnp.sum(wb).astype(jnp.float32)
         if not guard:  # the unused finite flags are dead code to the compiler
             keep = ("loss", "size", "weight", "grad_error", *config.metrics)
             return (new, healthy), {k: metrics[k] for k in keep if k in metrics}
@@ -348,184 +396,45 @@ def run_epoch(
 
 
 def evaluate_arrays(net, config: Config, params, model_state, x, y, sample_weight=None, *,
-                    batch_size: int | None = None) -> Array:  # fmt: skip
+                    batch_size: int | None = None, mask=None) -> Array:  # fmt: skip
     """``[J, *metrics]`` in evaluation mode over all of ``(x, y)``, in batches of
-    ``batch_size`` (default: all at once): J is the (weighted) mean loss plus L1/L2, each
-    metric its mean over the samples. Pure: runs inside the training program too."""
+    ``batch_size`` (default: all at once), as Keras computes them: J = sum(w L) / (real rows)
+    plus L1/L2, each metric its sample-weighted mean; ``mask`` (n,) marks the real rows.
+    Pure: runs inside the training program too."""
     n = x.shape[0]
     size = n if batch_size is None else min(batch_size, n)
     full, rest = _batches(n, size)
     fns = [get_metric(m, config.loss) for m in config.metrics]
 
-    def batch(xb, yb, wb):
-        # J with its penalty per batch: the weighted mean over batches counts it once.
+    def batch(xb, yb, wb, mb):
+        # J with its penalty per batch, times the batch's rows: the sum over batches / rows
+        # counts the penalty once (Keras's loss tracker weighs each batch by its size).
         value, aux = net.objective(params, xb, yb, loss=config.loss, state=model_state,
-                                   sample_weight=wb, l1=config.l1, l2=config.l2)  # fmt: skip
-        weight = jnp.sum(wb) if wb is not None else jnp.asarray(xb.shape[0], value.dtype)
-        hits = [jnp.sum(f(aux.output, yb)) for f in fns]
-        return jnp.stack([value * weight, *hits]), weight
+                                   sample_weight=wb, mask=mb, l1=config.l1,
+                                   l2=config.l2)  # fmt: skip
+        rows = jnp.asarray(xb.shape[0], value.dtype) if mb is None else jnp.sum(mb)
+        w = _row_weights(wb, mb, xb.shape[0], value.dtype)
+        hits = [jnp.sum(w * f(aux.output, yb).astype(value.dtype)) for f in fns]
+        return jnp.stack([value * rows, *hits]), jnp.stack([rows, jnp.sum(w)]).astype(value.dtype)
 
     def scanned(total, i):
         sl = lambda a: None if a is None else jax.lax.dynamic_slice_in_dim(a, i * size, size)  # noqa: E731
-        part, weight = batch(sl(x), sl(y), sl(sample_weight))
-        return (total[0] + part, total[1] + weight), None
+        part, counts = batch(sl(x), sl(y), sl(sample_weight), sl(mask))
+        return (total[0] + part, total[1] + counts), None
 
-    first = jax.eval_shape(lambda: batch(x[:1], y[:1], None if sample_weight is None else
-                                         sample_weight[:1]))  # fmt: skip
-    total = (jnp.zeros(first[0].shape, first[0].dtype), jnp.zeros((), first[1].dtype))
+    cut = lambda a, part: None if a is None else part(a)  # noqa: E731
+    first = jax.eval_shape(lambda: batch(x[:1], y[:1], cut(sample_weight, lambda a: a[:1]),
+                                         cut(mask, lambda a: a[:1])))  # fmt: skip
+    total = tuple(jnp.zeros(f.shape, f.dtype) for f in first)
     if full:
         total, _ = jax.lax.scan(scanned, total, jnp.arange(full))
     if rest:
-        tail = lambda a: None if a is None else a[full * size :]  # noqa: E731
-        part, weight = batch(tail(x), tail(y), tail(sample_weight))
-        total = (total[0] + part, total[1] + weight)
-    sums, weight = total
-    loss = sums[0] / weight
-    return jnp.concatenate([loss[None], sums[1:] / n]).astype(jnp.float32)
-
-
-# ---- a run of epochs: the compiled chunk -------------------------------------------------
-class Run(NamedTuple):
-    """What a run of epochs carries from one epoch (and one chunk) to the next: the training
-    state and the memory of a monitored value (early stopping, save-best checkpoints)."""
-
-    state: TrainState
-    best_value: Array  # the best monitored value so far (+-inf before the first epoch)
-    best_epoch: Array  # state.epoch after the best epoch (-1 before the first)
-    best_state: TrainState | None  # that epoch's state, when asked to keep it
-    wait: Array  # epochs since the last improvement
-    stopped: Array  # early stopping asked to stop
-
-
-def start_run(state: TrainState, monitor: Monitor | None = None, keep_best=False) -> Run:
-    """A Run beginning at ``state`` (the memory of the monitor reset, as Keras does)."""
-    worst = -jnp.inf if monitor is not None and monitor.maximise else jnp.inf
-    lead = jnp.shape(state.step)  # () for one model, (models,) for a stack
-    return Run(
-        state,
-        jnp.full(lead, worst, jnp.float32),
-        jnp.full(lead, -1, jnp.int32),
-        jax.tree.map(jnp.copy, state) if keep_best else None,
-        jnp.zeros(lead, jnp.int32),
-        jnp.zeros(lead, bool),
-    )
-
-
-class Plan(NamedTuple):
-    """The static choices of a run of epochs (part of the compiled program's identity)."""
-
-    batch_size: int
-    shuffle: bool
-    capacity: int  # the most epochs one call runs: the history buffers' length
-    val_batch_size: int | None = None
-    monitor: Monitor | None = None
-    keep_best: bool = False
-    track: tuple[tuple[str, Callable], ...] = ()
-    mesh: Any = None
-    # Keep the last finite epoch's state in the loop (fit_many, where the other models train
-    # on); fit instead replays the chunk up to it on the rare blow-up, saving a select a epoch.
-    keep_finite: bool = False
-
-
-def log_names(config: Config, validation: bool, track=()) -> list[str]:
-    """The per-epoch scalar log names in order: loss, metrics, val_ versions, grad_error."""
-    names = ["loss", *config.metrics]
-    if validation:
-        names += [f"val_{k}" for k in ("loss", *config.metrics)]
-    if config.grad == "checked":
-        names += ["grad_error", "grad_error_leaf"]
-    return names
-
-
-def run_epochs(net, config: Config, plan: Plan, run: Run, count, data):
-    """Up to ``count`` (<= plan.capacity) epochs as one program.
-
-    ``data`` is ``(x, y, sample_weight, x_val, y_val, val_weight)`` (None where absent).
-    Returns ``(run, logs, done, blown)``: logs maps each log name (and each probe of
-    ``plan.track``) to a buffer with one row per epoch of which the first ``done`` are
-    filled; the loop ends early when early stopping says stop or an epoch turns non-finite
-    (``blown``). Then ``run`` is the last finite, completed epoch's with ``plan.keep_finite``;
-    without it, the failed epoch's (rerun ``done`` epochs from the same start to get it).
-    """
-    x, y, sw, xv, yv, swv = data
-    names = log_names(config, xv is not None)
-    monitor = plan.monitor
-
-    def record(state, batch_metrics):
-        """The epoch's logs: sample-weighted means of the per-batch values, then the rest."""
-        mean = lambda v, w: jnp.sum(v * w) / jnp.sum(w)  # noqa: E731
-        row = {"loss": mean(batch_metrics["loss"], batch_metrics["weight"])}
-        row.update({k: mean(batch_metrics[k], batch_metrics["size"]) for k in config.metrics})
-        if xv is not None:
-            values = evaluate_arrays(net, config, state.params, state.model_state, xv, yv, swv,
-                                     batch_size=plan.val_batch_size)  # fmt: skip
-            for k, v in zip(("loss", *config.metrics), values, strict=True):
-                row[f"val_{k}"] = v
-        if config.grad == "checked":
-            errors = batch_metrics["grad_error"]  # (steps, leaves)
-            worst = jnp.max(errors, axis=0)
-            row["grad_error"] = jnp.max(worst)
-            row["grad_error_leaf"] = jnp.argmax(worst).astype(jnp.float32)
-        row = {k: row[k].astype(jnp.float32) for k in names}
-        for name, fn in plan.track:
-            row[name] = fn(state.params, state.model_state)
-        return row
-
-    def body(carry):
-        i, run, logs, halted, _ = carry
-        state, batch_metrics = run_epoch(net, config, plan.batch_size, plan.shuffle, run.state,
-                                         x, y, sw, mesh=plan.mesh, guard=False)  # fmt: skip
-        finite = jnp.all(batch_metrics["finite"])
-        row = record(state, batch_metrics)
-        new = run._replace(state=state)
-        if monitor is not None:
-            value = row[monitor.name]
-            if monitor.maximise:
-                improved = value > run.best_value + monitor.min_delta
-            else:
-                improved = value < run.best_value - monitor.min_delta
-            wait = jnp.where(improved, 0, run.wait + 1)
-            new = new._replace(
-                best_value=jnp.where(improved, value, run.best_value),
-                best_epoch=jnp.where(improved, state.epoch, run.best_epoch),
-                wait=wait,
-                stopped=(wait >= monitor.patience) if monitor.patience is not None else False,
-            )
-            if plan.keep_best:
-                new = new._replace(best_state=_select(improved, state, run.best_state))
-        run = _select(finite, new, run) if plan.keep_finite else new
-        logs = jax.tree.map(lambda buf, v: buf.at[i].set(v), logs, row)
-        return i + finite.astype(jnp.int32), run, logs, halted | ~finite | run.stopped, ~finite
-
-    shapes = jax.eval_shape(lambda: record(*_epoch_shapes(net, config, plan, run.state, data)))
-    logs = jax.tree.map(lambda s: jnp.zeros((plan.capacity, *s.shape), s.dtype), shapes)
-    carry = (jnp.zeros((), jnp.int32), run, logs, run.stopped, jnp.zeros_like(run.stopped))
-    done, run, logs, _, blown = jax.lax.while_loop(lambda c: (c[0] < count) & ~c[3], body, carry)
-    return run, logs, done, blown
-
-
-def _epoch_shapes(net, config, plan, state, data):
-    x, y, sw = data[:3]
-    return run_epoch(net, config, plan.batch_size, plan.shuffle, state, x, y, sw,
-                     mesh=plan.mesh, guard=False)  # fmt: skip
-
-
-def _select(flag, new, old):
-    if old is None:
-        return new
-    return jax.tree.map(lambda a, b: jnp.where(flag, a, b), new, old)
-
-
-@functools.lru_cache(maxsize=64)
-def compiled_run(net, config: Config, plan: Plan, many: bool = False):
-    """``run_epochs`` jitted (vmapped over a stack of runs with ``many``), under the
-    config's matmul precision."""
-    fn = functools.partial(run_epochs, net, config, plan)
-    if many:
-        fn = jax.vmap(fn, in_axes=(0, None, None))
-    # Not donated: the caller keeps the chunk's starting run (what Ctrl-C returns, and the
-    # start of a replay after a blow-up) at no more memory than a copy would take.
-    return _with_precision(jax.jit(fn), config.precision)
+        tail = lambda a: a[full * size :]  # noqa: E731
+        part, counts = batch(tail(x), tail(y), cut(sample_weight, tail), cut(mask, tail))
+        total = (total[0] + part, total[1] + counts)
+    sums, (rows, weight) = total
+    tiny = jnp.finfo(sums.dtype).tiny
+    return jnp.concatenate([(sums[0] / rows)[None], sums[1:] / jnp.maximum(weight, tiny)])
 
 
 @functools.lru_cache(maxsize=64)
@@ -534,16 +443,16 @@ def compiled_epoch(net, config: Config, batch_size: int, shuffle: bool, mesh=Non
     fn = functools.partial(run_epoch, net, config, batch_size, shuffle, mesh=mesh, guard=True)
     if many:
         fn = jax.vmap(fn, in_axes=(0, None, None, None))
-    return _with_precision(jax.jit(fn), config.precision)
+    return with_precision(jax.jit(fn), config.precision)
 
 
 @functools.lru_cache(maxsize=64)
 def compiled_evaluate(net, config: Config, batch_size: int | None):
     fn = functools.partial(evaluate_arrays, net, config, batch_size=batch_size)
-    return _with_precision(jax.jit(fn), config.precision)
+    return with_precision(jax.jit(fn), config.precision)
 
 
-def _with_precision(jitted, precision):
+def with_precision(jitted, precision):
     if precision is None:
         return jitted
 
@@ -586,27 +495,11 @@ def init_many(net, config: Config, keys, learning_rates=None) -> TrainState:
     return states
 
 
-# The host loop, re-exported so that the pure API reads nnfun.train.fit(...).
-from nnfun.fit import evaluate, fit, fit_many, predict  # noqa: E402
+def __getattr__(name: str):
+    """The host loop, reachable as ``nnfun.train.fit(...)`` without an import circle: it is
+    imported from :mod:`nnfun.fit` on first use."""
+    if name in ("fit", "fit_many", "evaluate", "predict"):
+        from nnfun import fit as host
 
-__all__ = [
-    "Config",
-    "EarlyStopping",
-    "Plan",
-    "Run",
-    "TrainState",
-    "evaluate",
-    "evaluate_arrays",
-    "fit",
-    "fit_many",
-    "init_many",
-    "init_state",
-    "predict",
-    "run_epoch",
-    "run_epochs",
-    "stack",
-    "steps_per_epoch",
-    "train_step",
-    "unstack",
-    "with_optimizer",
-]
+        return getattr(host, name)
+    raise AttributeError(f"module 'nnfun.train' has no attribute {name!r}")
