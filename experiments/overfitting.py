@@ -120,7 +120,7 @@ def run_early_stopping(sets, seeds: int, epochs: int) -> dict:
         )  # fmt: skip
         params = jax.tree.map(lambda a: a[None], state.params)
         finals.append(np.asarray(measure(params))[0])
-        best_epochs.append(hist["best_epoch"])
+        best_epochs.append(hist["best_epoch"] + 1)  # epochs trained up to the best one
         val_curves.append(hist["val_accuracy"])
     return {"final": np.stack(finals), "epochs": np.array(best_epochs), "val": val_curves}
 

@@ -229,7 +229,7 @@ def scenario_fit(args, mesh):
             batch_size=16,
             validation_data=val,
             # val_loss falls about 0.04 an epoch: no epoch after the first improves by 0.1,
-            # so every layout stops after epoch 3 (best: epoch 1).
+            # so every layout stops after epoch 2 (best: epoch 0).
             early_stopping=nnfun.EarlyStopping(patience=2, min_delta=0.1),
             checkpoint_dir=checkpoint_dir,
         )

@@ -19,6 +19,7 @@ import pytest
 
 import nnfun
 from nnfun import activations, checkpoint, data, losses, train
+from nnfun import epochs as programs
 from nnfun.layers import BatchNorm, Dense, Dropout, Maxout
 
 RNG = np.random.default_rng(0)
@@ -497,11 +498,11 @@ def test_huge_learning_rate_stops_with_the_last_finite_epoch(learning_rate):
     x = RNG.normal(size=(64, 4)).astype(np.float32) * 3
     y = RNG.integers(0, 3, 64).astype(np.int32)
     start = train.init_state(NET, cfg, jax.random.key(0))
-    with pytest.warns(RuntimeWarning, match="non-finite loss or gradient at epoch 1"):
+    with pytest.warns(RuntimeWarning, match="non-finite loss or gradient at epoch 0"):
         state, hist = train.fit(NET, x, y, config=cfg, state=start, epochs=3, batch_size=8)
     stopped = hist["stopped"]
-    assert stopped.startswith("non-finite loss or gradient at epoch 1, step "), stopped
-    assert "(batch size 8)" in stopped and "kept the state after epoch 0" in stopped
+    assert stopped.startswith("non-finite loss or gradient at epoch 0, step "), stopped
+    assert "(batch size 8)" in stopped and "kept the starting state" in stopped
     assert any(f"params[{i}]['{k}'] (layer {i}" in stopped for i in (0, 1) for k in "Wb"), stopped
     step = int(stopped.split("step ")[1].split(" ")[0])
     assert 1 <= step <= 8  # 64 samples in batches of 8
@@ -570,7 +571,7 @@ def test_ctrl_c_returns_the_last_completed_chunk(monkeypatch, epochs_per_chunk, 
     and nothing of the interrupted one: the state and history of a 2-epoch fit."""
     kw = dict(config=CFG, key=jax.random.key(3), batch_size=4, validation_data=(X, Y))
     reference, ref_hist = train.fit(NET, X, Y, epochs=2, epochs_per_chunk=2, **kw)
-    original, calls = train.compiled_run, []
+    original, calls = programs.compiled_run, []
 
     def interrupting(*args, **kwargs):
         program = original(*args, **kwargs)
@@ -583,10 +584,10 @@ def test_ctrl_c_returns_the_last_completed_chunk(monkeypatch, epochs_per_chunk, 
 
         return run
 
-    monkeypatch.setattr(train, "compiled_run", interrupting)
+    monkeypatch.setattr(programs, "compiled_run", interrupting)
     state, hist = train.fit(NET, X, Y, epochs=6, epochs_per_chunk=epochs_per_chunk, **kw)
     assert len(calls) == interrupted_call
-    assert hist["stopped"] == "interrupted after epoch 2"
+    assert hist["stopped"] == "interrupted after epoch 1"
     assert int(state.epoch) == 2 and len(hist["loss"]) == len(hist["val_loss"]) == 2
     assert hist["loss"] == ref_hist["loss"] and hist["val_accuracy"] == ref_hist["val_accuracy"]
     assert_identical(state, reference)
@@ -665,7 +666,7 @@ def test_sigkill_while_saving_keeps_the_last_checkpoint_and_fit_resumes_from_it(
     worker = _load_worker()
     reference, ref_hist = worker.fit()  # uninterrupted, no checkpoints
     one_epoch, one_hist = worker.fit(epochs=1)
-    like = train.start_run(one_epoch)
+    like = programs.start_run(one_epoch)
     lines = _lines_in_one_save(tmp_path / "probe", like, one_hist)
     assert lines > 3
     kill_points = sorted({lines // 3, 2 * lines // 3})
@@ -678,19 +679,19 @@ def test_sigkill_while_saving_keeps_the_last_checkpoint_and_fit_resumes_from_it(
         for k in kill_points
     }  # fmt: skip
     epochs_run = []
-    original = train.compiled_run
+    original = programs.compiled_run
 
     def counting(*args, **kwargs):
         program = original(*args, **kwargs)
 
-        def run(run_state, count, data):
-            out = program(run_state, count, data)
+        def run(run_state, count, first, data):
+            out = program(run_state, count, first, data)
             epochs_run.append(int(out[2]))
             return out
 
         return run
 
-    monkeypatch.setattr(train, "compiled_run", counting)
+    monkeypatch.setattr(programs, "compiled_run", counting)
     for k, proc in runs.items():
         log, _ = proc.communicate(timeout=300)
         assert proc.returncode == -signal.SIGKILL, f"kill at line {k}: rc {proc.returncode}\n{log}"
@@ -700,7 +701,7 @@ def test_sigkill_while_saving_keeps_the_last_checkpoint_and_fit_resumes_from_it(
         step = checkpoint.latest_step(directory)
         assert step in (1, 2), (k, step)
         restored, meta = checkpoint.restore(directory, like=like)
-        assert int(restored.state.epoch) == step and meta["epoch"] == step
+        assert int(restored.state.epoch) == step and meta["record"]["epoch"] == step
         assert meta["history"]["loss"] == ref_hist["loss"][:step]
         epochs_run.clear()
         resumed, hist = worker.fit(checkpoint_dir=directory, checkpoint_every=1)

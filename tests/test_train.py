@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import nnfun
+from nnfun import epochs as programs
 from nnfun import train
 from nnfun.layers import BatchNorm, Dense, Dropout
 
@@ -123,16 +124,14 @@ def test_chunks_of_epochs_change_no_bit():
 
 
 def early_stop_epoch(values, patience, min_delta, maximise=False):
-    """Keras's rule by hand: (stop epoch count, best epoch count) for a list of values."""
+    """Keras 3's rule by hand: (epochs run, best epoch's number) for a list of values."""
     best, best_at, wait = None, 0, 0
-    for epoch, v in enumerate(values, 1):
-        better = best is None or (v > best + min_delta if maximise else v < best - min_delta)
-        if better:
+    for epoch, v in enumerate(values):
+        wait += 1
+        if best is None or (v - min_delta > best if maximise else v + min_delta < best):
             best, best_at, wait = v, epoch, 0
-        else:
-            wait += 1
-            if wait >= patience:
-                return epoch, best_at
+        elif wait >= patience and epoch > 0:
+            return epoch + 1, best_at
     return len(values), best_at
 
 
@@ -153,7 +152,7 @@ def test_early_stopping_follows_keras_rule(monitor, patience, min_delta):
     state, hist = train.fit(net, X, Y, epochs=40, early_stopping=stop, **kw)
     assert len(hist["loss"]) == stop_at and hist["loss"] == full["loss"][:stop_at]
     assert hist["best_epoch"] == best_at and "early stopping" in hist["stopped"]
-    replay, _ = train.fit(net, X, Y, epochs=best_at, **kw)
+    replay, _ = train.fit(net, X, Y, epochs=best_at + 1, **kw)
     assert_same_bits(state.params, replay.params)
     # Without restore_best_weights (Keras's default) the last epoch's state comes back.
     stop = nnfun.EarlyStopping(monitor=monitor, patience=patience, min_delta=min_delta)
@@ -200,7 +199,7 @@ def test_a_blow_up_returns_the_last_finite_epoch():
                                 key=jax.random.key(0))  # fmt: skip
     # Said even with verbose=0, and nothing else leaks (e.g. NumPy's invalid-value warning).
     assert [str(w.message) for w in caught] == [f"nnfun.fit: {hist['stopped']}"]
-    assert hist["loss"] == [] and "epoch 1, step 3" in hist["stopped"]
+    assert hist["loss"] == [] and "epoch 0, step 3" in hist["stopped"]
     assert int(state.epoch) == 0 and int(state.step) == 0
     assert_same_bits(state, train.init_state(net, cfg, jax.random.key(0)))
     # Blowing up in a later epoch (a rate far above 2 / curvature) keeps the epochs before it.
@@ -347,13 +346,14 @@ def test_fit_many_with_validation_probes_and_a_diverging_model():
 
 def test_the_compiled_run_is_traced_once_across_chunks_and_calls():
     net, cfg = small_net(), config()
-    plan = train.Plan(16, True, 8)
-    calls = chex.assert_max_traces(n=1)(train.run_epochs)
-    program = jax.jit(lambda run, count, data: calls(net, cfg, plan, run, count, data))
-    run = train.start_run(train.init_state(net, cfg, jax.random.key(0)))
+    plan = programs.Plan(16, True, 8)
+    calls = chex.assert_max_traces(n=1)(programs.run_epochs)
+    program = jax.jit(lambda run, count, first, data: calls(net, cfg, plan, run, count, first,
+                                                            data))  # fmt: skip
+    run = programs.start_run(train.init_state(net, cfg, jax.random.key(0)))
     data = (jnp.asarray(X), jnp.asarray(Y), None, None, None, None)
-    for count in (1, 3, 8):  # different chunk lengths: one program
-        run, _, done, _ = program(run, jnp.asarray(count), data)
+    for first, count in ((0, 1), (1, 3), (4, 8)):  # different chunk lengths: one program
+        run, _, done, _ = program(run, jnp.asarray(count), jnp.asarray(first), data)
         assert int(done) == count
 
 
@@ -376,7 +376,7 @@ def test_keras_face_runs_the_notes_example_and_a_second_fit_trains_more(capsys):
     assert len(score) == 2 and 0 <= score[1] <= 1 and model.predict(X).shape == (90, 3)
     again = model.fit(X, Y, batch_size=10, epochs=3, verbose=0)  # three more, as Keras
     assert again.epoch == [0, 1, 2] and int(model.state.epoch) == 6
-    assert len(model.history.history["loss"]) == 6
+    assert model.history is again  # Keras: the model's history is its last fit's
     straight = notes_model(key=0)
     straight.fit(X, Y, batch_size=10, epochs=6, verbose=0)
     assert_same_bits(model.state, straight.state)
