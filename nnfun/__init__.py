@@ -17,7 +17,9 @@ from nnfun.callbacks import (
     CSVLogger,
     EarlyStopping,
     History,
+    LearningRateScheduler,
     ModelCheckpoint,
+    ReduceLROnPlateau,
     TerminateOnNaN,
 )
 from nnfun.layers import (
@@ -50,11 +52,13 @@ __all__ = [
     "History",
     "Input",
     "Layer",
+    "LearningRateScheduler",
     "Maxout",
     "ModelCheckpoint",
     "Network",
     "PReLU",
     "RReLU",
+    "ReduceLROnPlateau",
     "Sequential",
     "TerminateOnNaN",
     "TrainState",
