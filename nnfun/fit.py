@@ -43,8 +43,8 @@ def check_state(net, state, stacked=False) -> None:
 
 
 def starting_state(net, config, state, key, stacked=False) -> train.TrainState:
-    """The state a run starts from, with ``config``'s optimiser: moments kept when it is the
-    same kind of optimiser, and the config's hyper-parameters (learning rate) in force."""
+    """The state a run starts from, with ``config``'s optimiser: moments kept, the config's
+    hyper-parameters (learning rate) in force; a state of another optimiser is refused."""
     if state is None:
         return train.init_state(net, config, jax.random.key(0) if key is None else key)
     if key is not None:
@@ -52,7 +52,7 @@ def starting_state(net, config, state, key, stacked=False) -> train.TrainState:
     check_state(net, state, stacked)
     if stacked and state.opt_state is None:
         raise ValueError("states.opt_state: None; build the stack with init_many")
-    return train.with_optimizer(state, config, stacked=stacked)
+    return train.with_optimizer(state, config, stacked=stacked, switch=False)
 
 
 class RunHandle:
@@ -163,7 +163,7 @@ def fit(
         resumed = fit_checkpoints.resume(checkpoint_dir, run, track, epochs_)
         if resumed is not None:
             run, history, record = resumed
-            run = run._replace(state=train.with_optimizer(run.state, config))
+            run = run._replace(state=train.with_optimizer(run.state, config, switch=False))
     if mesh is not None:
         parallel.check_batch_size(batch_size, mesh)
         data = tuple(None if a is None else parallel.place_data(a, mesh) for a in data)

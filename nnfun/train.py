@@ -169,10 +169,19 @@ def init_state(net, config: Config | None, key: Array, params=None) -> TrainStat
     )
 
 
-def with_optimizer(state: TrainState, config: Config, stacked: bool = False) -> TrainState:
+_OTHER_OPTIMIZER = (
+    "state.opt_state: built for another optimizer than config.optimizer; use "
+    "nnfun.train.with_optimizer(state, config) to switch optimizers"
+)
+
+
+def with_optimizer(
+    state: TrainState, config: Config, stacked: bool = False, switch: bool = True
+) -> TrainState:
     """``state`` ready for ``config``'s optimiser: its moments kept when the optimiser is the
     same kind (same state structure and shapes), with the config's hyper-parameters (learning
-    rate) in force; a fresh optimiser state when it changed (re-compiling after training).
+    rate) in force; a fresh optimiser state when it changed (re-compiling after training), or
+    a ValueError when ``switch`` is False (a run continuing from a given state).
     With ``stacked`` the state is a stack of models (``init_many``), whose per-model
     hyper-parameters are kept."""
     params = state.params if not stacked else jax.tree.map(lambda a: a[0], state.params)
@@ -180,19 +189,18 @@ def with_optimizer(state: TrainState, config: Config, stacked: bool = False) -> 
     if stacked:
         fresh = jax.eval_shape(config.optimizer.init, params)
         if jax.tree.structure(fresh) != jax.tree.structure(old):
-            raise ValueError(
-                "state.opt_state: built for another optimizer than config.optimizer; use "
-                "nnfun.train.with_optimizer(state, config) to switch optimizers"
-            )
+            raise ValueError(_OTHER_OPTIMIZER)
         return state
     fresh = config.optimizer.init(params)
-    if old is None or jax.tree.structure(old) != jax.tree.structure(fresh):
+    if old is None:
         return state._replace(opt_state=fresh)
-    same = all(
+    same = jax.tree.structure(old) == jax.tree.structure(fresh) and all(
         np.shape(a) == np.shape(b) and jnp.result_type(a) == jnp.result_type(b)
         for a, b in zip(jax.tree.leaves(old), jax.tree.leaves(fresh), strict=True)
     )
     if not same:
+        if not switch:
+            raise ValueError(_OTHER_OPTIMIZER)
         return state._replace(opt_state=fresh)
     hyper = getattr(fresh, "hyperparams", None)
     if hyper is not None and hasattr(old, "hyperparams"):

@@ -257,13 +257,18 @@ def test_sample_weights():
     def grads(params):
         manual = net.manual_grad(params, x, y, sample_weight=w, **kw)
         auto = jax.grad(net.loss)(params, x, y, sample_weight=w, **kw)
-        # Weight 0 removes a sample exactly: the same as leaving it out.
+        # Keras's reduction sum(w L) / batch size: a weight-0 row still counts in the batch
+        # size, so the gradient is the kept rows' own times n_kept / n; masked out, the row
+        # is gone as if never there.
         without = net.manual_grad(params, x[keep], y[keep], sample_weight=w[keep], **kw)
-        return manual, auto, without
+        masked = net.manual_grad(params, x, y, sample_weight=w, mask=keep, **kw)
+        return manual, auto, without, masked
 
-    manual, auto, without = grads(params)
+    manual, auto, without, masked = grads(params)
     assert gradcheck.compare(manual, auto, tol=TOL).ok
-    assert gradcheck.compare(manual, without, tol=1e-13).ok
+    scaled = jax.tree.map(lambda g: g * keep.sum() / keep.size, without)
+    assert gradcheck.compare(manual, scaled, tol=1e-13).ok
+    assert gradcheck.compare(masked, without, tol=1e-13).ok
 
 
 def test_zero_initialisation_autodiff_and_manual_agree_at_exactly_zero():

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from tolerance import assert_rounding_close
 
 import nnfun
 from nnfun import train
@@ -79,4 +80,4 @@ def test_moments_carry_over_between_steps():
     _, state = opt.update(GRADS[0], opt.init(PARAMS), PARAMS)
     updates, _ = opt.update(GRADS[1], state, PARAMS)
     expected = {k: -LR * (0.9 * np.asarray(GRADS[0][k]) + np.asarray(GRADS[1][k])) for k in PARAMS}
-    chex.assert_trees_all_close(updates, expected, rtol=1e-6)
+    assert_rounding_close(updates, expected)

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from tolerance import assert_rounding_close
 
 import nnfun
 from nnfun import epochs as programs
@@ -68,7 +69,7 @@ def test_last_partial_batch_is_trained_on():
     by_hand = state0._replace(key=jax.random.split(state0.key)[0])  # as run_epoch splits
     for lo, hi in ((0, 4), (4, 8), (8, 10)):
         by_hand, _ = train.train_step(net, cfg, by_hand, x[lo:hi], y[lo:hi])
-    chex.assert_trees_all_close(state.params, by_hand.params, rtol=1e-6)
+    assert_rounding_close(state.params, by_hand.params)
 
 
 def test_fit_history_validation_and_metrics():
@@ -253,11 +254,13 @@ def test_checked_gradients_report_agreement_and_a_planted_error(monkeypatch):
 
 def test_sample_weights_and_class_weights():
     net, cfg = small_net(), config(optimizer="sgd", learning_rate=0.3)
-    # Full-batch descent with weight 0 on half the samples equals training on the rest.
+    # Full-batch descent with weight 0 on half the samples: Keras's sum(w L) / batch size
+    # still counts those rows, so it equals plain descent on the rest at half the rate.
     keep = np.arange(90) % 2 == 0
     masked, _ = train.fit(net, X, Y, config=cfg, epochs=5, batch_size=90, key=jax.random.key(0),
                           sample_weight=keep.astype(np.float32))  # fmt: skip
-    subset, _ = train.fit(net, X[keep], Y[keep], config=cfg, epochs=5, batch_size=45,
+    half = config(optimizer="sgd", learning_rate=0.15)
+    subset, _ = train.fit(net, X[keep], Y[keep], config=half, epochs=5, batch_size=45,
                           key=jax.random.key(0))  # fmt: skip
     chex.assert_trees_all_close(masked.params, subset.params, rtol=1e-5, atol=1e-7)
     # class_weight {c: w} is sample_weight w[y].
@@ -339,7 +342,7 @@ def test_fit_many_with_validation_probes_and_a_diverging_model():
         solo_cfg = config(optimizer="sgd", learning_rate=rates[i])
         solo, solo_hist = train.fit(net, X, Y, config=solo_cfg, key=keys[i], epochs=4,
                                     batch_size=16, validation_data=(X_VAL, Y_VAL))  # fmt: skip
-        chex.assert_trees_all_close(train.unstack(states)[i].params, solo.params, rtol=1e-5)
+        assert_rounding_close(train.unstack(states)[i].params, solo.params, ulps=256)
         np.testing.assert_allclose(hist["val_loss"][:, i], solo_hist["val_loss"], rtol=1e-5)
     chex.assert_tree_all_finite(train.unstack(states)[2].params)
 
@@ -394,7 +397,7 @@ def test_keras_face_weights_seeds_and_untrained_models():
     assert_same_bits(a.state.params, a_again.state.params)
     # A built, untrained model predicts and evaluates with its initial weights.
     out = a.predict(X[:4])
-    np.testing.assert_allclose(out, a.apply(a.state.params, X[:4]), rtol=1e-6)
+    assert_rounding_close(out, a.apply(a.state.params, X[:4]))
     plain = nnfun.Sequential([Dense(3, "softmax", input_dim=6)], key=0)
     plain.compile(loss="categorical_crossentropy")
     assert isinstance(plain.evaluate(X, Y, verbose=0), float)  # no metrics: a scalar
