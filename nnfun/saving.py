@@ -218,16 +218,25 @@ def model_config(model, state=None) -> dict:
 
 # ---- files ---------------------------------------------------------------------------------
 def _check_target(path: Path, own_file: str) -> None:
-    """Refuses to write into a file or into a folder holding something else than ours."""
+    """Refuses to write into a file, or into a folder holding anything but an earlier save of
+    the same kind: saving replaces what it finds, so it must never find a run's checkpoints,
+    a model where weights go (or the reverse), or a user's files."""
     if path.exists() and not path.is_dir():
         raise ValueError(f"path: {path} is a file; expected a folder (new or saved by nnfun)")
-    if path.is_dir() and any(path.iterdir()):
-        ours = (path / own_file).is_file() or checkpoint.all_steps(path)
-        if not ours:
-            raise ValueError(
-                f"path: {path} is a folder holding other files; expected a new folder or one "
-                "written by save / save_weights"
-            )
+    if not path.is_dir() or not any(path.iterdir()) or (path / own_file).is_file():
+        return
+    other = WEIGHTS_FILE if own_file == MODEL_FILE else MODEL_FILE
+    if (path / other).is_file():
+        held = f"a saved {'model' if other == MODEL_FILE else 'weights'} folder ({other})"
+    elif checkpoint.all_steps(path):
+        held = "a training run's checkpoints (a fit checkpoint_dir)"
+    else:
+        held = "other files"
+    what = "save" if own_file == MODEL_FILE else "save_weights"
+    raise ValueError(
+        f"path: {path} holds {held}; expected a new folder or one written by {what} "
+        "(nothing there was changed)"
+    )
 
 
 def _write_json(path: Path, content: dict) -> None:

@@ -176,7 +176,7 @@ def test_damaged_or_foreign_folders_get_a_clear_error_naming_the_path(tmp_path, 
     (foreign / "notes.txt").write_text("hello")
     with pytest.raises(ValueError, match=f"{foreign} is not a folder written by nnfun"):
         nnfun.load_model(foreign)
-    with pytest.raises(ValueError, match=f"path: {foreign} is a folder holding other files"):
+    with pytest.raises(ValueError, match=f"path: {foreign} holds other files"):
         saved[1].save(foreign)
 
     def copy_of_saved(name):

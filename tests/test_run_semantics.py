@@ -289,3 +289,26 @@ def test_float64_training_logs_float64_losses():
         exact = float(net().loss(params, x, Y, loss="sparse_categorical_crossentropy"))
     assert hist["loss"][0] == pytest.approx(exact, rel=1e-14)
     assert hist["loss"][0] != float(np.float32(exact))
+
+
+# ---- row 9: saving never destroys what a folder holds ---------------------------------------
+def test_saving_refuses_a_folder_holding_something_else(tmp_path):
+    model = net()
+    model.compile(loss="sparse_categorical_crossentropy", optimizer="sgd", learning_rate=0.1)
+    run_dir = tmp_path / "run"
+    model.fit(X, Y, epochs=3, batch_size=20, checkpoint_dir=run_dir, verbose=0)
+    steps = sorted(p.name for p in run_dir.iterdir())
+    with pytest.raises(ValueError, match=f"path: {run_dir} holds a training run's checkpoints"):
+        model.save(run_dir)
+    with pytest.raises(ValueError, match=f"path: {run_dir} holds a training run's checkpoints"):
+        model.save_weights(run_dir)
+    assert sorted(p.name for p in run_dir.iterdir()) == steps  # nothing deleted
+    saved = model.save(tmp_path / "model")
+    with pytest.raises(ValueError, match=r"holds a saved model folder \(model.json\)"):
+        model.save_weights(saved)
+    assert nnfun.load_model(saved).get_weights()[0].shape == (3, 4)  # still loads
+    weights = model.save_weights(tmp_path / "weights")
+    with pytest.raises(ValueError, match=r"holds a saved weights folder \(weights.json\)"):
+        model.save(weights)
+    model.save(saved)  # saving again over its own kind replaces it
+    model.save_weights(weights)
