@@ -14,6 +14,13 @@ import os
 import pytest
 from hypothesis import HealthCheck, settings
 
+# The suite compiles hundreds of small programs and runs each a few times: XLA's backend
+# optimisation costs more time than it saves there (a third of test_train's CPU time).
+# Set before JAX starts; the worker subprocesses the tests launch inherit it.
+os.environ["XLA_FLAGS"] = " ".join(
+    f for f in (os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=0") if f
+)
+
 settings.register_profile(
     "ci",
     max_examples=25,
