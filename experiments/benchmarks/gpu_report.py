@@ -190,7 +190,8 @@ def markdown(r: dict) -> str:
         out += _table(
             ["variant", "steps/s", "x jax scan", "H100 reference", "program memory"], body
         )
-        out += [f"Peak device memory after workload 1: {_mb(w['1'].get('peak_bytes_so_far'))}.", ""]
+        peak = _mb(w["1"].get("peak_bytes_so_far")) or "not reported"
+        out += [f"Peak device memory after workload 1: {peak}.", ""]
     if "2" in w:
         w2 = w["2"]
         out += [f"## Workload 2: width {w2['width']}, depth {w2['depth']}, bfloat16", ""]
@@ -204,7 +205,8 @@ def markdown(r: dict) -> str:
             if isinstance(row, dict) and "tflops" in row
         ]
         out += _table(["variant", "TFLOP/s", "memory"], body)
-        out += [f"Peak device memory after workload 2: {_mb(w2.get('peak_bytes_so_far'))}.", ""]
+        peak = _mb(w2.get("peak_bytes_so_far")) or "not reported"
+        out += [f"Peak device memory after workload 2: {peak}.", ""]
     if "3" in w:
         w3 = w["3"]
         out += [
@@ -212,7 +214,8 @@ def markdown(r: dict) -> str:
             "",
             f"vmap {w3['vmap_s']:.2f} s, one after another {w3['sequential_s']:.2f} s "
             f"(from {w3['sequential_models_timed']} timed): "
-            f"{w3['vmap_over_sequential']:.1f}x.",
+            f"{w3['vmap_over_sequential']:.1f}x. Peak device memory after it: "
+            f"{_mb(w3.get('peak_bytes_so_far')) or 'not reported'}.",
             "",
         ]
     out += _workload4(r["workload4_passes"])
@@ -228,9 +231,10 @@ def _workload4(passes: dict) -> list[str]:
     regimes = dict.fromkeys(reg for p in passes.values() for reg in p["regimes"])
     for regime in regimes:
         spec = next(p["regimes"][regime] for p in passes.values() if regime in p["regimes"])
+        peak = _mb(spec.get("peak_bytes_so_far")) or "not reported"
         out += [
             f"### {regime}: {spec['sizes']}, {spec['epochs']} epochs, "
-            f"batch {spec['batch'] or 'full'}",
+            f"batch {spec['batch'] or 'full'} (peak device memory so far: {peak})",
             "",
         ]
         names = dict.fromkeys(
