@@ -121,6 +121,58 @@ def test_report_fails_on_a_failed_check_or_phase(tmp_path):
     assert gpu_report.merge(timed_out)["passed"] is False
 
 
+def test_report_merges_and_renders_workloads_1_to_3(tmp_path):
+    """run.py's JSON for workloads 1-3 and the torch.compile phase's row, in one table."""
+    w1 = {
+        "n": 600,
+        "batch": 100,
+        "peak_bytes_so_far": 2e8,
+        "variants": {
+            "nnfun fit (autodiff)": {"steps_per_s": 9000.0, "program_bytes": None},
+            "jax scan": {"steps_per_s": 10_000.0, "program_bytes": 1.5e8},
+            "flax nnx (nnx.jit)": {"skipped": "flax not installed"},
+        },
+    }
+    w2 = {
+        "width": 64,
+        "depth": 4,
+        "batch": 64,
+        "peak matmul (jax)": {"tflops": 500.0},
+        "nnfun fit (bf16)": {"tflops": 300.0, "program_bytes": 1e9},
+        "jax scan (bf16)": {"tflops": 310.0},
+        "pytorch (autocast bf16)": {"tflops": 200.0},
+    }
+    w3 = {
+        "models": 256,
+        "steps": 200,
+        "vmap_s": 1.0,
+        "sequential_s": 20.0,
+        "sequential_models_timed": 16,
+        "vmap_over_sequential": 20.0,
+        "max_final_loss_diff": 2e-3,
+    }
+    run = {
+        "date": "2026-12-03",
+        "device": "H200",
+        "backend": "gpu",
+        "versions": {},
+        "workloads": {"1": w1, "2": w2, "3": w3},
+    }
+    compiled = {"workloads": {"1": {"variants": {"torch.compile": {"steps_per_s": 700.0}}}}}
+    (tmp_path / "w123.json").write_text(json.dumps(run))
+    (tmp_path / "compile.json").write_text(json.dumps(compiled))
+    result = gpu_report.merge(_parts(tmp_path, [GOOD]))
+    assert list(result["workloads"]["1"]["variants"])[-1] == "torch.compile"
+    met = {t["target"]: t["met"] for t in result["targets"]}
+    assert met["W2 bf16 fit >= 1.15x PyTorch autocast"] is True
+    assert met["W3 256 models: vmap >= 15x one after another"] is True
+    assert result["passed"] is False  # a vmapped model 2e-3 away from its solo run
+    md = gpu_report.markdown(result)
+    assert "| torch.compile | 700.0 | 0.07 | 713 |  |" in md
+    assert "| flax nnx (nnx.jit) | skipped: flax not installed |  | 390 |  |" in md
+    assert "| nnfun fit (bf16) | 300 | 1000.0 MB |" in md and "20.0x" in md
+
+
 def test_pass_checks_catch_a_pass_that_computes_something_else():
     def passes(loss):
         rows = {"nnfun fit (autodiff)": {"final_loss": loss}}

@@ -24,7 +24,8 @@ set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 py=${PYTHON:-python3}
-cpu=0 quick=0 prepare=0 budget=450 phases=check,w123,w4,w4-loops,w4-off,compile out=
+all_phases=check,w123,w4,w4-loops,w4-off,compile
+cpu=0 quick=0 prepare=0 budget=450 phases=$all_phases out=
 reserve=10 # seconds kept for the report
 
 while [ $# -gt 0 ]; do
@@ -32,19 +33,32 @@ while [ $# -gt 0 ]; do
     --prepare) prepare=1 ;;
     --cpu) cpu=1 ;;
     --quick) quick=1 ;;
-    --budget) budget=$2 && shift ;;
-    --phases) phases=$2 && shift ;;
+    --budget) budget=${2-} && shift ;;
+    --phases) phases=${2-} && shift ;;
     -h | --help) sed -n '2,24p' "$0" && exit 0 ;;
     -*) echo "gpu.sh: unknown option $1 (see --help)" >&2 && exit 2 ;;
     *) out=$1 ;;
   esac
   shift
 done
+if ! [[ $budget =~ ^[0-9]+$ ]]; then
+  echo "gpu.sh: --budget expects whole seconds, got '$budget'" >&2
+  exit 2
+fi
+for name in ${phases//,/ }; do
+  if [[ ",$all_phases," != *",$name,"* ]]; then
+    echo "gpu.sh: --phases expects names from $all_phases, got '$name'" >&2
+    exit 2
+  fi
+done
 
 prepare() {
   local src=${CAT_SOURCE:-$root/../shared/data/catvnoncat} dst=$root/.carry/catvnoncat
-  mkdir -p "$dst" || return 1
-  cp "$src/train_catvnoncat.h5" "$src/test_catvnoncat.h5" "$dst/" || return 1
+  if [ ! -f "$src/train_catvnoncat.h5" ] || [ ! -f "$src/test_catvnoncat.h5" ]; then
+    echo "gpu.sh --prepare: no cat files in $src (set CAT_SOURCE to their folder)" >&2
+    return 1
+  fi
+  mkdir -p "$dst" && cp -f "$src/train_catvnoncat.h5" "$src/test_catvnoncat.h5" "$dst/" || return 1
   git -C "$root" check-ignore -q .carry/ || echo "warning: .carry/ is not ignored by git"
   echo "prepared $(du -sh "$root/.carry" | cut -f1) in $root/.carry: carry it (carry: [\".carry\"])"
 }
@@ -82,7 +96,11 @@ run_all() {
     echo "nvidia-smi finds no GPU: a dry run on the CPU"
     cpu=1
   fi
-  if [ $cpu = 1 ]; then export JAX_PLATFORMS=cpu; else export JAX_PLATFORMS=cuda; fi
+  if [ $cpu = 1 ]; then
+    export JAX_PLATFORMS=cpu
+  else # a rerun on the same machine compiles nothing twice
+    export JAX_PLATFORMS=cuda JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-/tmp/nnfun-jax-cache}
+  fi
   export PYTHONUNBUFFERED=1 PYTHONPATH=$root${PYTHONPATH:+:$PYTHONPATH}
   local need
   need=$("$py" "$here/gpu_env.py" missing) || return 1
@@ -101,7 +119,7 @@ run_all() {
   echo "XLA_PYTHON_CLIENT_PREALLOCATE=${XLA_PYTHON_CLIENT_PREALLOCATE-} (unset: JAX takes 75% of the GPU at start)" >"$parts/flags.txt"
 
   local cat_dir=$root/.carry/catvnoncat base=${XLA_FLAGS:-}
-  [ -d "$cat_dir" ] || cat_dir=$root/../shared/data/catvnoncat
+  [ -f "$cat_dir/train_catvnoncat.h5" ] || cat_dir=$root/../shared/data/catvnoncat
   local run=("$py" "$here/run.py" --cat-dir "$cat_dir") check=("$py" "$here/gpu_check.py")
   local jax_w4="nnfun fit (autodiff);nnfun fit (manual);jax scan, whole run;jax jit step, Python loop"
   local w123=(--skip "torch.compile") w4=(--repeats 3 --loop-epochs 100) w4_jax=(--repeats 3 --only "$jax_w4")

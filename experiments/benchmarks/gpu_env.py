@@ -41,6 +41,7 @@ ENV = (
     "XLA_PYTHON_CLIENT_MEM_FRACTION",
     "CUDA_VISIBLE_DEVICES",
     "PYTHONPATH",
+    "JAX_COMPILATION_CACHE_DIR",
 )
 GPU_QUERY = "name,memory.total,driver_version,clocks.sm,clocks.mem,clocks.max.sm,power.limit"
 

@@ -198,7 +198,7 @@ def markdown(r: dict) -> str:
         body = [
             [
                 name,
-                _num(row["tflops"], ".1f"),
+                _num(row["tflops"], ".3g"),
                 _mb(row.get("program_bytes") or row.get("peak_bytes")),
             ]
             for name, row in w2.items()
