@@ -1206,6 +1206,10 @@ def main(argv=None) -> dict:
     p.add_argument("--cat-dir", type=Path, default=CAT_DIR, help="the cat HDF5 files' folder")
     args = p.parse_args(argv)
     skip = set(filter(None, args.skip.split(";")))
+    named = skip | set(args.only.split(";") if args.only else ())
+    if named - set(WORKLOAD1) - set(SHORT_VARIANTS):
+        unknown = sorted(named - set(WORKLOAD1) - set(SHORT_VARIANTS))
+        p.error(f"--only/--skip: expected variants of workloads 1 and 4, got unknown {unknown}")
     which = set(args.workloads.split(","))
     accel = jax.default_backend() != "cpu"
     repeats = args.repeats or (1 if args.quick else 5)
