@@ -82,7 +82,7 @@ def test_dry_run_checks_and_targets(dry_run):
     assert "W4 planar jax scan, whole run: loops pass = default pass" in names
     by_name = {t["target"]: t for t in result["targets"]}
     assert by_name["W1 fit >= 20x Flax NNX"]["met"] is None  # workload 1 was not asked for
-    assert by_name["W4 planar: fit >= 0.8x the whole-run scan"]["value"] > 0
+    assert by_name["W4 planar: fit >= 0.8x the whole-run scan"]["met"] is None  # no fit in --quick
     # A Python-loop variant ran 10 of the 100 epochs and was scaled to the whole run.
     numpy_loop = passes_row(result, "default", "planar", "numpy loop")
     assert numpy_loop["epochs_run"] == 10 and numpy_loop["run_s"] > 0

@@ -126,7 +126,7 @@ run_all() {
   if [ $quick = 1 ]; then
     run+=(--quick) check+=(--quick)
     w123=(--only "nnfun fit (autodiff);jax scan")
-    w4=(--regimes planar --only "nnfun fit (autodiff);jax scan, whole run;numpy loop" --loop-epochs 10)
+    w4=(--regimes planar --only "jax scan, whole run;numpy loop" --loop-epochs 10)
     w4_jax=(--regimes planar --only "jax scan, whole run")
   fi
   local loops="${base:+$base }--xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL"
