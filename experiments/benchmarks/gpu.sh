@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Every benchmark workload on a GPU in one command, within a time budget.
 #
-#   experiments/benchmarks/gpu.sh --prepare     before the run, where ../shared/data is: copies
-#                                               the cat files into .carry/ (ignored by git),
-#                                               which the run carries to the GPU machine
+#   experiments/benchmarks/gpu.sh --prepare     before the run, in the checkout the device tool
+#                                               sends: copies the cat files from
+#                                               ../shared/data/catvnoncat (or $CAT_SOURCE) into
+#                                               .carry/ (ignored by git), which the run carries
 #   experiments/benchmarks/gpu.sh [options] OUTDIR
 #     --cpu          a dry run on the CPU (also chosen when nvidia-smi finds no GPU)
 #     --quick        tiny sizes and few variants: the same steps, for the dry run's test
@@ -35,7 +36,7 @@ while [ $# -gt 0 ]; do
     --quick) quick=1 ;;
     --budget) budget=${2-} && shift ;;
     --phases) phases=${2-} && shift ;;
-    -h | --help) sed -n '2,24p' "$0" && exit 0 ;;
+    -h | --help) awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0" && exit 0 ;;
     -*) echo "gpu.sh: unknown option $1 (see --help)" >&2 && exit 2 ;;
     *) out=$1 ;;
   esac
