@@ -1223,7 +1223,7 @@ def main(argv=None) -> dict:
         },  # fmt: skip
         "quick": args.quick,
         "env": {k: os.environ.get(k) for k in ENV_RECORDED},
-        "matmul_precision": jax.config.jax_default_matmul_precision,
+        "matmul_precision": getattr(jax.config, "jax_default_matmul_precision", None),
         "workloads": {},
     }
     print(f"{result['device']} ({result['backend']}), {result['versions']}", flush=True)
