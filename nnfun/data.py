@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-from sklearn import datasets
-from sklearn.model_selection import train_test_split
 
 PathLike = str | Path
 
@@ -51,6 +49,8 @@ def _check_noise(noise: float) -> None:
 
 def _split(x, y, test_fraction: float, seed: int, class_names) -> Split:
     """Stratified split of ``x (n, f)``, ``y (n,)`` into a ``Split``."""
+    from sklearn.model_selection import train_test_split  # lazy: importing it takes a second
+
     try:
         x_tr, x_te, y_tr, y_te = train_test_split(
             x, y, test_size=float(test_fraction), random_state=seed, stratify=y
@@ -81,6 +81,8 @@ def _require_file(path: PathLike, what: str) -> Path:
 def load_digits(test_fraction: float = 0.2, seed: int = 0) -> Split:
     """scikit-learn's bundled 8x8 digits: 1797 samples, x ``(n, 64)`` in [0, 1], 10 classes."""
     _check_fraction(test_fraction)
+    from sklearn import datasets
+
     d = datasets.load_digits()
     x = d.data.astype(np.float32) / 16.0  # pixels are integers 0..16
     return _split(x, d.target.astype(np.int32), test_fraction, seed, map(str, d.target_names))
@@ -113,6 +115,8 @@ def moons(n: int = 400, noise: float = 0.2, seed: int = 0) -> tuple[np.ndarray, 
     """Two interleaving half circles (sklearn ``make_moons``): x ``(n, 2)``, y ``(n,)``."""
     _check_n(n)
     _check_noise(noise)
+    from sklearn import datasets
+
     x, y = datasets.make_moons(n_samples=n, noise=noise, random_state=seed)
     return x.astype(np.float32), y.astype(np.int32)
 
@@ -125,6 +129,8 @@ def circles(
     _check_noise(noise)
     if not 0 <= factor < 1:
         raise ValueError(f"factor: expected a number in [0, 1), got {factor!r}")
+    from sklearn import datasets
+
     x, y = datasets.make_circles(n_samples=n, noise=noise, factor=factor, random_state=seed)
     return x.astype(np.float32), y.astype(np.int32)
 

@@ -8,7 +8,8 @@ full batch, 200 steps, vmapped vs one after another. Peak device memory for 1 an
 Workload 4: short epochs, whole runs timed: planar 2-4-1 full batch 10,000 epochs, cat
 12288-7-1 full batch 2,500 epochs, digits 64-32-10 batch 100 Adam 300 epochs.
 Peers that are not installed are skipped with a line saying so; a variant that crashes is
-recorded as failed and the script exits 1. Prints a table, writes JSON.
+recorded as failed and the script exits 1. Prints a table, writes JSON (after each workload,
+so that a run stopped by a time limit keeps the workloads it finished).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import functools
 import importlib.metadata
 import inspect
 import json
+import os
 import platform
 import statistics
 import sys
@@ -434,7 +436,7 @@ def workload1(n: int, batch: int, repeats: int, only=None, quick=False) -> dict:
     x, y = mnist_like(n)
     rows, benches = {}, {}
     for name, (build, package) in WORKLOAD1.items():
-        if only and name not in only:
+        if only is not None and name not in only:
             continue
         if quick and name == "torch.compile":
             print(f"  skip {name}: compiling takes minutes; not in --quick", flush=True)
@@ -662,16 +664,16 @@ SHORT = {
 CAT_DIR = ROOT.parent / "shared" / "data" / "catvnoncat"
 
 
-def _short_data(name: str) -> tuple[np.ndarray, np.ndarray, str]:
+def _short_data(name: str, cat_dir: Path = CAT_DIR) -> tuple[np.ndarray, np.ndarray, str]:
     """x (n, features) float32, y (n,) int32 and where they came from."""
     if name == "planar":
         return (*nnfun.data.planar_flower(400), "planar flower, 400 points")
     if name == "digits":
         split = nnfun.data.load_digits()
         return split.x_train, split.y_train, "8x8 digits, 1437 training images"
-    if CAT_DIR.is_dir():
-        split = nnfun.data.load_cat(CAT_DIR)
-        return split.x_train, split.y_train, f"cat vs non-cat, {CAT_DIR}"
+    if cat_dir.is_dir():
+        split = nnfun.data.load_cat(cat_dir)
+        return split.x_train, split.y_train, f"cat vs non-cat, {cat_dir}"
     rng = np.random.default_rng(0)  # the same shapes when the course's files are absent
     x = rng.random((209, 12288), dtype=np.float32)
     return x, rng.integers(0, 2, 209).astype(np.int32), "random data of the cat set's shape"
@@ -1048,28 +1050,41 @@ SHORT_VARIANTS = {
     "equinox (filter_jit)": (short_equinox, "equinox"),
     "pytorch eager": (short_torch, "torch"),
 }
+# Variants that return to Python every epoch: their time grows linearly with the epochs, so
+# --loop-epochs may time fewer epochs and scale (on an accelerator a Python loop of 10,000
+# epochs takes minutes).
+LOOP_VARIANTS = {
+    "jax jit step, Python loop",
+    "numpy loop",
+    "flax nnx (nnx.jit)",
+    "equinox (filter_jit)",
+    "pytorch eager",
+}
 
 
 def _fit_tracks() -> bool:
     return "track" in inspect.signature(train.fit).parameters
 
 
-def workload4(repeats: int, quick: bool, only=None, regimes=None) -> dict:
+def workload4(repeats: int, quick: bool, only=None, regimes=None, loop_epochs=None,
+              cat_dir: Path = CAT_DIR) -> dict:  # fmt: skip
     """Each regime: builds every variant, runs it twice (compiling), then times whole runs
     round-robin, ``repeats`` rounds, median. Ratios: ``x_jax_scan`` = the scan's time / this
     variant's (speed relative to the hand-written whole-run scan), ``fit_speedup`` = this
-    variant's time / nnfun fit's (autodiff)."""
+    variant's time / nnfun fit's (autodiff). With ``loop_epochs`` the Python-loop variants
+    run at most that many epochs and their times are scaled to the whole run (``epochs_run``
+    says how many ran; their ``final_loss`` is after those epochs)."""
     out = {}
     for regime, spec in SHORT.items():
         if regimes and regime not in regimes:
             continue
         if quick:
             spec = spec._replace(epochs=spec.quick_epochs)
-        x, y, source = _short_data(regime)
+        x, y, source = _short_data(regime, cat_dir)
         print(f"  {regime}: {spec.sizes}, {spec.epochs} epochs, {source}", flush=True)
-        rows, runs = {}, {}
+        rows, runs, ran = {}, {}, {}  # ran: the epochs each variant runs
         for name, (build, package) in SHORT_VARIANTS.items():
-            if only and name not in only:
+            if only is not None and name not in only:
                 continue
             if package and _version(package) is None:
                 rows[name] = {"skipped": f"{package} not installed"}
@@ -1079,7 +1094,10 @@ def workload4(repeats: int, quick: bool, only=None, regimes=None) -> dict:
                 print(f"    skip {name}: {rows[name]['skipped']}", flush=True)
                 continue
             try:
-                runs[name] = build(spec, x, y)
+                ran[name] = spec.epochs
+                if loop_epochs and name in LOOP_VARIANTS:
+                    ran[name] = min(spec.epochs, loop_epochs)
+                runs[name] = build(spec._replace(epochs=ran[name]), x, y)
                 # Twice: fit picks its chunk lengths by timing, and a length first chosen in
                 # the second run would otherwise compile inside a timed one.
                 for _ in range(2):
@@ -1091,8 +1109,8 @@ def workload4(repeats: int, quick: bool, only=None, regimes=None) -> dict:
                 print(f"    FAILED {name}: {type(e).__name__}", flush=True)
         times = {name: [] for name in runs}
         for _ in range(repeats):
-            for name, r in runs.items():
-                times[name].append(_median_time(r.run, 1))
+            for name, r in runs.items():  # scaled to all epochs where fewer ran
+                times[name].append(_median_time(r.run, 1) * spec.epochs / ran[name])
         seconds = {name: statistics.median(t) for name, t in times.items()}
         scan, fit = seconds.get("jax scan, whole run"), seconds.get("nnfun fit (autodiff)")
         for name, r in runs.items():
@@ -1104,6 +1122,7 @@ def workload4(repeats: int, quick: bool, only=None, regimes=None) -> dict:
                 "x_jax_scan": scan / s if scan else None,
                 "fit_speedup": s / fit if fit else None,
                 "final_loss": float(r.loss()),
+                "epochs_run": ran[name],
             }
             print(f"    {name:36s} {s:9.3f} s  {spec.epochs / s:10.1f} epochs/s", flush=True)
         rows = {name: rows[name] for name in SHORT_VARIANTS if name in rows}  # the table's order
@@ -1181,7 +1200,16 @@ def main(argv=None) -> dict:
     p.add_argument("--width", type=int, default=None, help="workload 2 width (default 8192)")
     p.add_argument("--only", default=None, help="workload 1 and 4 variants, ';'-separated")
     p.add_argument("--regimes", default=None, help="workload 4 regimes: planar,cat,digits")
+    p.add_argument("--skip", default="", help="workload 1 and 4 variants left out, ';'-separated")
+    loops = "workload 4: Python-loop variants time at most this many epochs, scaled"
+    p.add_argument("--loop-epochs", type=int, default=None, help=loops)
+    p.add_argument("--cat-dir", type=Path, default=CAT_DIR, help="the cat HDF5 files' folder")
     args = p.parse_args(argv)
+    skip = set(filter(None, args.skip.split(";")))
+    named = skip | set(args.only.split(";") if args.only else ())
+    if named - set(WORKLOAD1) - set(SHORT_VARIANTS):
+        unknown = sorted(named - set(WORKLOAD1) - set(SHORT_VARIANTS))
+        p.error(f"--only/--skip: expected variants of workloads 1 and 4, got unknown {unknown}")
     which = set(args.workloads.split(","))
     accel = jax.default_backend() != "cpu"
     repeats = args.repeats or (1 if args.quick else 5)
@@ -1194,30 +1222,49 @@ def main(argv=None) -> dict:
             k: _version(k) for k in ("jax", "jaxlib", "optax", "flax", "equinox", "torch", "numpy")
         },  # fmt: skip
         "quick": args.quick,
+        "env": {k: os.environ.get(k) for k in ENV_RECORDED},
+        "matmul_precision": getattr(jax.config, "jax_default_matmul_precision", None),
         "workloads": {},
     }
     print(f"{result['device']} ({result['backend']}), {result['versions']}", flush=True)
     if "1" in which:
         n, batch = (500, 100) if args.quick else (60000, 100)
-        only = set(args.only.split(";")) if args.only else None
+        only = (set(args.only.split(";")) if args.only else set(WORKLOAD1)) - skip
         result["workloads"]["1"] = workload1(n, batch, repeats, only, args.quick)
         result["workloads"]["1"]["peak_bytes_so_far"] = _device_memory()
+        _write(result, args.out)
     if "2" in which:
         width = args.width or (128 if args.quick else (8192 if accel else 1024))
         result["workloads"]["2"] = workload2(width, 4, width, repeats)
         result["workloads"]["2"]["peak_bytes_so_far"] = _device_memory()
+        _write(result, args.out)
     if "3" in which:
         models, steps, seq = (8, 10, 2) if args.quick else (256, 200, 16)
         result["workloads"]["3"] = workload3(models, steps, seq)
+        result["workloads"]["3"]["peak_bytes_so_far"] = _device_memory()
+        _write(result, args.out)
     if "4" in which:
-        only = set(args.only.split(";")) if args.only else None
-        regimes = set(args.regimes.split(",")) if args.regimes else None
-        result["workloads"]["4"] = workload4(repeats, args.quick, only, regimes)
+        only = (set(args.only.split(";")) if args.only else set(SHORT_VARIANTS)) - skip
+        regimes = args.regimes.split(",") if args.regimes else list(SHORT)
+        result["workloads"]["4"] = {}
+        for regime in regimes:  # one at a time, written after each
+            result["workloads"]["4"] |= workload4(repeats, args.quick, only, {regime},
+                                                  args.loop_epochs, args.cat_dir)  # fmt: skip
+            if regime in result["workloads"]["4"]:
+                result["workloads"]["4"][regime]["peak_bytes_so_far"] = _device_memory()
+            _write(result, args.out)
     print(table(result), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    _write(result, args.out)
     print(f"wrote {args.out}")
     return result
+
+
+ENV_RECORDED = ("XLA_FLAGS", "JAX_PLATFORMS", "XLA_PYTHON_CLIENT_PREALLOCATE")
+
+
+def _write(result: dict, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
