@@ -64,10 +64,14 @@ def history(hist: Mapping[str, Sequence[float]], path: str | Path, title: str = 
     return save(fig, path)
 
 
-def image_grid(images: np.ndarray, titles: Sequence[str], path: str | Path, cols: int = 8):
-    """Images (n, h, w) or (n, h, w, 3) in a grid with a title each."""
+def image_grid(
+    images: np.ndarray, titles: Sequence[str], path: str | Path, cols: int = 8, suptitle: str = ""
+):
+    """Images (n, h, w) or (n, h, w, 3) in a grid with a title each (and ``suptitle`` above)."""
     rows = max(1, int(np.ceil(len(images) / cols)))
-    fig, axes = figure(cols, rows, size=(1.6, 1.8))
+    fig, axes = figure(cols, rows, size=(1.6, 2.0))
+    if suptitle:
+        fig.suptitle(suptitle)
     for ax in axes:
         ax.axis("off")
     for ax, image, title in zip(axes, images, titles, strict=False):
