@@ -502,6 +502,11 @@ def quadratic_sweep(theta) -> dict:
     return {"L": big_l, "distance_ratio": distance / GRID_HALF_WIDTH}
 
 
+def never(iterations: int | None) -> str:
+    """An iteration count as printed: "never" for a path that does not reach the level."""
+    return "never" if iterations is None else str(iterations)
+
+
 def draw(out: Path, s: dict, xor: dict, weight: dict, solved: np.ndarray) -> None:
     g1, g2, values = s["grid"]
     levels = np.quantile(values, np.linspace(0, 1, 24) ** 2)[1:]
@@ -543,10 +548,17 @@ def draw(out: Path, s: dict, xor: dict, weight: dict, solved: np.ndarray) -> Non
     axes[0].set_ylim(low[1] - margin, high[1] + margin)
     gaps = {k: np.maximum(s["summaries"][label]["loss_gap"], 1e-17)
             for k, label in zip(paths, s["rates"], strict=True)}  # fmt: skip
-    plotting.curves(axes[1], {k: v[:2000] for k, v in gaps.items()}, x=np.arange(2000),
-                    title="loss above the minimum", xlabel="iteration", ylabel="f - f*",
-                    log=True)  # fmt: skip
-    axes[1].get_legend().remove()
+    plotting.curves(axes[1], gaps, x=np.arange(GD_STEPS + 1), title="loss above the minimum",
+                    xlabel="iteration", ylabel="f - f*", log=True)  # fmt: skip
+    axes[1].get_legend().remove()  # the paths' legend is on the left panel
+    level = LEVEL_FRACTION * next(iter(gaps.values()))[0]  # every path starts at one point
+    axes[1].axhline(level, color="gray", ls=":", lw=1)
+    axes[1].text(GD_STEPS, level, f"level {LEVEL_FRACTION:g} (f0 - f*)", ha="right",
+                 va="bottom", fontsize=7, color="gray")  # fmt: skip
+    for line, label in zip(axes[1].get_lines(), s["rates"], strict=False):
+        first = s["summaries"][label]["iterations_to_level"]
+        if first is not None:  # where the stated iteration count ends
+            axes[1].plot(first, gaps[line.get_label()][first], "o", color=line.get_color())
     factors = np.asarray(SWEEP)
     iters = [r["iterations_to_level"] for r in s["sweep"]]
     reached = [i is not None for i in iters]
@@ -728,8 +740,8 @@ def main(argv=None) -> bool:
             **{k: v for k, v in r.items() if k != "loss_gap"},
         }
         print(f"  {label:<11} r = {s['rates'][label]:8.4g}: iterations to level "
-              f"{r['iterations_to_level']}, steps reversing along the steepest direction "
-              f"{r['sign_changes_along_steepest']}/{r['steps_counted']}, final distance "
+              f"{never(r['iterations_to_level'])}, steps reversing along the steepest "
+              f"direction {r['sign_changes_along_steepest']}/{r['steps_counted']}, final distance "
               f"ratio {r['final_distance_ratio']:.3g}")  # fmt: skip
     sweep, notes = s["sweep"], s["notes_rate"]
     metrics["learning_rates"] = {
@@ -751,10 +763,10 @@ def main(argv=None) -> bool:
         "linear_regression_final_distance_ratio": quad["distance_ratio"],
     }
     print("  sweep r/(2/L): " + ", ".join(
-        f"{f:g}: {r['iterations_to_level']}" for f, r in zip(SWEEP, sweep, strict=True)
+        f"{f:g}: {never(r['iterations_to_level'])}" for f, r in zip(SWEEP, sweep, strict=True)
     ))  # fmt: skip
     print(f"  the notes' r = {NOTES_RATE:g} is {NOTES_RATE * s['L'] / 2:.2g} x 2/L here: "
-          f"iterations to level {notes['iterations_to_level']} (of {GD_STEPS})")  # fmt: skip
+          f"iterations to level {never(notes['iterations_to_level'])} (of {GD_STEPS})")  # fmt: skip
     print("  linear regression (quadratic) final distance ratio: " + ", ".join(
         f"{f:g}: {d:.2g}" for f, d in zip(SWEEP, quad["distance_ratio"], strict=True)
     ))  # fmt: skip

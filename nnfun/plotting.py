@@ -34,13 +34,15 @@ def curves(
     xlabel: str = "epoch",
     ylabel: str = "",
     log: bool = False,
+    marker: str | None = None,
 ) -> None:
-    """One line per series; a 2-D series (seeds, points) is drawn as mean +- std band."""
+    """One line per series; a 2-D series (seeds, points) is drawn as mean +- std band;
+    ``marker`` ("o") marks the measured points."""
     for name, values in series.items():
         values = np.asarray(values, np.float64)
         mean = values.mean(0) if values.ndim == 2 else values
         xs = np.arange(1, len(mean) + 1) if x is None else np.asarray(x)
-        (line,) = ax.plot(xs, mean, label=name)
+        (line,) = ax.plot(xs, mean, label=name, marker=marker, ms=4)
         if values.ndim == 2 and values.shape[0] > 1:
             std = values.std(0)
             ax.fill_between(xs, mean - std, mean + std, color=line.get_color(), alpha=0.2)
