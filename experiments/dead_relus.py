@@ -141,7 +141,7 @@ def figures(results: dict, rates, out) -> None:
     for ax, (variant, r) in zip(axes, results.items(), strict=True):
         series = {f"lr {lr:g}": r["dead_curve"][i] for i, lr in enumerate(rates)}
         plotting.curves(ax, series, x=np.arange(r["dead_curve"].shape[-1]), title=variant,
-                        ylabel="dead fraction")  # fmt: skip
+                        ylabel="dead fraction", marker="o")  # fmt: skip
     plotting.save(fig, out / "dead_during_training.png")
 
 

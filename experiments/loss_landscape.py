@@ -543,9 +543,10 @@ def draw(out: Path, s: dict, xor: dict, weight: dict, solved: np.ndarray) -> Non
     )  # fmt: skip
     shown = np.concatenate([p[:60] for p in s["paths"]])
     low, high = shown.min(0), shown.max(0)
-    margin = 0.15 * (high - low).max()
-    axes[0].set_xlim(low[0] - margin, high[0] + margin)  # zoomed on the paths
-    axes[0].set_ylim(low[1] - margin, high[1] + margin)
+    middle, half = (low + high) / 2, 0.6 * (high - low).max()  # a square zoom on the paths
+    axes[0].set_xlim(middle[0] - half, middle[0] + half)
+    axes[0].set_ylim(middle[1] - half, middle[1] + half)
+    axes[0].legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14))  # off the paths
     gaps = {k: np.maximum(s["summaries"][label]["loss_gap"], 1e-17)
             for k, label in zip(paths, s["rates"], strict=True)}  # fmt: skip
     plotting.curves(axes[1], gaps, x=np.arange(GD_STEPS + 1), title="loss above the minimum",
