@@ -571,7 +571,7 @@ def draw(out: Path, s: dict, xor: dict, weight: dict, solved: np.ndarray) -> Non
     axes[2].set(xlabel="learning rate / (2/L)", ylabel="iterations",
                 title="red: never reaches the level")  # fmt: skip
     axes[2].grid(alpha=0.3, which="both")
-    axes[2].legend(fontsize=8)
+    axes[2].legend(fontsize=8, loc="lower left")  # the points fall from upper left
     plotting.save(fig, out / "learning_rates.png")
 
     fig, axes = plotting.figure(3, size=(5.0, 4.0))
