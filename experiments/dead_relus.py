@@ -121,7 +121,7 @@ def figures(results: dict, rates, out) -> None:
         {v: r["dead"].T for v, r in results.items()},
         x=rates,
         title="units negative on every training sample",
-        xlabel="Adam learning rate",
+        xlabel="Adam learning rate (measured at the markers)",
         ylabel="fraction of hidden units",
         marker="o",
     )
@@ -130,7 +130,7 @@ def figures(results: dict, rates, out) -> None:
         {v: r["train_accuracy"].T for v, r in results.items()},
         x=rates,
         title="after training",
-        xlabel="Adam learning rate",
+        xlabel="Adam learning rate (measured at the markers)",
         ylabel="training accuracy",
         marker="o",
     )
