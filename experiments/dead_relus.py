@@ -121,16 +121,18 @@ def figures(results: dict, rates, out) -> None:
         {v: r["dead"].T for v, r in results.items()},
         x=rates,
         title="units negative on every training sample",
-        xlabel="Adam learning rate",
+        xlabel="Adam learning rate (measured at the markers)",
         ylabel="fraction of hidden units",
+        marker="o",
     )
     plotting.curves(
         axes[1],
         {v: r["train_accuracy"].T for v, r in results.items()},
         x=rates,
         title="after training",
-        xlabel="Adam learning rate",
+        xlabel="Adam learning rate (measured at the markers)",
         ylabel="training accuracy",
+        marker="o",
     )
     for ax in axes:
         ax.set_xscale("log")
@@ -139,7 +141,7 @@ def figures(results: dict, rates, out) -> None:
     for ax, (variant, r) in zip(axes, results.items(), strict=True):
         series = {f"lr {lr:g}": r["dead_curve"][i] for i, lr in enumerate(rates)}
         plotting.curves(ax, series, x=np.arange(r["dead_curve"].shape[-1]), title=variant,
-                        ylabel="dead fraction")  # fmt: skip
+                        ylabel="dead fraction", marker="o")  # fmt: skip
     plotting.save(fig, out / "dead_during_training.png")
 
 
@@ -152,16 +154,16 @@ def main(argv=None) -> bool:
     results = {v: run(v, split, args.seeds, rates, epochs) for v in VARIANTS}
     figures(results, rates, args.out)
 
-    print(f"{'variant':<11} {'lr':>6} {'dead at init':>16} {'dead after':>16} "
-          f"{'with gradient':>14} {'revived':>8} {'train acc':>16}")  # fmt: skip
+    print(f"{'variant':<11} {'lr':>6} {'dead at init':>15} {'dead after':>15} "
+          f"{'with gradient':>13} {'revived':>7} {'train acc':>15}")  # fmt: skip
     metrics = {"epochs": epochs, "seeds": args.seeds, "learning_rates": rates}
     for variant, r in results.items():
         for i, lr in enumerate(rates):
             print(
-                f"{variant:<11} {lr:>6g} {common.mean_std(r['dead_init'][i]):>16} "
-                f"{common.mean_std(r['dead'][i]):>16} "
-                f"{np.nanmean(r['dead_units_with_gradient'][i]):>14.2f} "
-                f"{r['revived'][i].mean():>8.2f} {common.mean_std(r['train_accuracy'][i]):>16}"
+                f"{variant:<11} {lr:>6g} {common.mean_std(r['dead_init'][i], 3):>15} "
+                f"{common.mean_std(r['dead'][i], 3):>15} "
+                f"{np.nanmean(r['dead_units_with_gradient'][i]):>13.2f} "
+                f"{r['revived'][i].mean():>7.2f} {common.mean_std(r['train_accuracy'][i], 3):>15}"
             )
         # nan where no unit of any seed was negative-only (no gradient to measure).
         metrics[variant] = {k: np.nanmean(v, 1) for k, v in r.items() if k != "dead_curve"}

@@ -502,6 +502,11 @@ def quadratic_sweep(theta) -> dict:
     return {"L": big_l, "distance_ratio": distance / GRID_HALF_WIDTH}
 
 
+def never(iterations: int | None) -> str:
+    """An iteration count as printed: "never" for a path that does not reach the level."""
+    return "never" if iterations is None else str(iterations)
+
+
 def draw(out: Path, s: dict, xor: dict, weight: dict, solved: np.ndarray) -> None:
     g1, g2, values = s["grid"]
     levels = np.quantile(values, np.linspace(0, 1, 24) ** 2)[1:]
@@ -538,15 +543,23 @@ def draw(out: Path, s: dict, xor: dict, weight: dict, solved: np.ndarray) -> Non
     )  # fmt: skip
     shown = np.concatenate([p[:60] for p in s["paths"]])
     low, high = shown.min(0), shown.max(0)
-    margin = 0.15 * (high - low).max()
-    axes[0].set_xlim(low[0] - margin, high[0] + margin)  # zoomed on the paths
-    axes[0].set_ylim(low[1] - margin, high[1] + margin)
+    middle, half = (low + high) / 2, 0.6 * (high - low).max()  # a square zoom on the paths
+    axes[0].set_xlim(middle[0] - half, middle[0] + half)
+    axes[0].set_ylim(middle[1] - half, middle[1] + half)
+    axes[0].legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14))  # off the paths
     gaps = {k: np.maximum(s["summaries"][label]["loss_gap"], 1e-17)
             for k, label in zip(paths, s["rates"], strict=True)}  # fmt: skip
-    plotting.curves(axes[1], {k: v[:2000] for k, v in gaps.items()}, x=np.arange(2000),
-                    title="loss above the minimum", xlabel="iteration", ylabel="f - f*",
-                    log=True)  # fmt: skip
-    axes[1].get_legend().remove()
+    plotting.curves(axes[1], gaps, x=np.arange(GD_STEPS + 1), title="loss above the minimum",
+                    xlabel="iteration", ylabel="f - f*", log=True)  # fmt: skip
+    axes[1].get_legend().remove()  # the paths' legend is on the left panel
+    level = LEVEL_FRACTION * next(iter(gaps.values()))[0]  # every path starts at one point
+    axes[1].axhline(level, color="gray", ls=":", lw=1)
+    axes[1].text(GD_STEPS, level, f"level {LEVEL_FRACTION:g} (f0 - f*)", ha="right",
+                 va="bottom", fontsize=7, color="gray")  # fmt: skip
+    for line, label in zip(axes[1].get_lines(), s["rates"], strict=False):
+        first = s["summaries"][label]["iterations_to_level"]
+        if first is not None:  # where the stated iteration count ends
+            axes[1].plot(first, gaps[line.get_label()][first], "o", color=line.get_color())
     factors = np.asarray(SWEEP)
     iters = [r["iterations_to_level"] for r in s["sweep"]]
     reached = [i is not None for i in iters]
@@ -558,7 +571,7 @@ def draw(out: Path, s: dict, xor: dict, weight: dict, solved: np.ndarray) -> Non
     axes[2].set(xlabel="learning rate / (2/L)", ylabel="iterations",
                 title="red: never reaches the level")  # fmt: skip
     axes[2].grid(alpha=0.3, which="both")
-    axes[2].legend(fontsize=8)
+    axes[2].legend(fontsize=8, loc="lower left")  # the points fall from upper left
     plotting.save(fig, out / "learning_rates.png")
 
     fig, axes = plotting.figure(3, size=(5.0, 4.0))
@@ -728,8 +741,8 @@ def main(argv=None) -> bool:
             **{k: v for k, v in r.items() if k != "loss_gap"},
         }
         print(f"  {label:<11} r = {s['rates'][label]:8.4g}: iterations to level "
-              f"{r['iterations_to_level']}, steps reversing along the steepest direction "
-              f"{r['sign_changes_along_steepest']}/{r['steps_counted']}, final distance "
+              f"{never(r['iterations_to_level'])}, steps reversing along the steepest "
+              f"direction {r['sign_changes_along_steepest']}/{r['steps_counted']}, final distance "
               f"ratio {r['final_distance_ratio']:.3g}")  # fmt: skip
     sweep, notes = s["sweep"], s["notes_rate"]
     metrics["learning_rates"] = {
@@ -751,10 +764,10 @@ def main(argv=None) -> bool:
         "linear_regression_final_distance_ratio": quad["distance_ratio"],
     }
     print("  sweep r/(2/L): " + ", ".join(
-        f"{f:g}: {r['iterations_to_level']}" for f, r in zip(SWEEP, sweep, strict=True)
+        f"{f:g}: {never(r['iterations_to_level'])}" for f, r in zip(SWEEP, sweep, strict=True)
     ))  # fmt: skip
     print(f"  the notes' r = {NOTES_RATE:g} is {NOTES_RATE * s['L'] / 2:.2g} x 2/L here: "
-          f"iterations to level {notes['iterations_to_level']} (of {GD_STEPS})")  # fmt: skip
+          f"iterations to level {never(notes['iterations_to_level'])} (of {GD_STEPS})")  # fmt: skip
     print("  linear regression (quadratic) final distance ratio: " + ", ".join(
         f"{f:g}: {d:.2g}" for f, d in zip(SWEEP, quad["distance_ratio"], strict=True)
     ))  # fmt: skip

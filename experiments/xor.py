@@ -131,7 +131,10 @@ def draw_boundary(ax, net: nnfun.Sequential, params, title: str, probability: bo
     filled = ax.contourf(gx, gy, out, levels=levels, cmap="RdBu_r", alpha=0.8)
     spread = float(out.max() - out.min())
     if probability and spread < FLAT_OUTPUT:  # a 0.5 contour would trace rounding noise
-        text = f"a = {out.mean():.3f} everywhere\n(spread {spread:.1g})"
+        text = (
+            f"a = {out.mean():.3f} everywhere\n(spread {spread:.1g}): which side\n"
+            "of 0.5 a point falls on,\nhence the accuracy, is rounding"
+        )
         box = {"fc": "white", "alpha": 0.8}
         ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=9, bbox=box)
     elif probability and out.min() < 0.5 < out.max():
@@ -185,7 +188,6 @@ def main(argv=None) -> bool:
     print(f"notes' 2-2-1 example on (0,0) (0,1) (1,0) (1,1): {np.round(notes_out, 4)}")
     print(f"hand-set 2-2-1 XOR weights:                    {np.round(hand_out, 5)}")
 
-    fig, axes = plotting.figure(3, 2, size=(4.2, 3.6))
     wide = f"{ALL_SEEDS_WIDTH} {ACTIVATION} hidden"
     narrow = f"{min(widths)} {ACTIVATION} hidden"
     panels = [("logistic regression", 0, logistic()), (wide, 0, hidden(ALL_SEEDS_WIDTH))]
@@ -193,15 +195,23 @@ def main(argv=None) -> bool:
         found = np.flatnonzero((results[narrow]["accuracy"] == 1.0) == outcome)
         if found.size and narrow != wide:
             panels.append((narrow, int(found[0]), hidden(min(widths))))
+    count = len(panels) + 2  # and the two hand-set 2-2-1 networks
+    cols = 2 if count == 4 else 3
+    fig, axes = plotting.figure(cols, -(-count // cols), size=(4.2, 3.6))
     for ax, (label, seed, net) in zip(axes, panels, strict=False):
         params = jax.tree.map(lambda a, s=seed: a[s], results[label]["params"])
-        acc = results[label]["accuracy"][seed]
-        draw_boundary(ax, net, params, f"{label}, seed {seed}: acc {acc:.2f}")
+        r = results[label]
+        if np.max(np.abs(r["outputs"][seed] - 0.5)) < FLAT_OUTPUT:  # no side of 0.5: no acc
+            title = f"{label}, seed {seed}: loss {r['loss'][seed]:.4f} (ln 2)"
+        else:
+            title = f"{label}, seed {seed}: acc {r['accuracy'][seed]:.2f}"
+        draw_boundary(ax, net, params, title)
     notes_title = "notes' 2-2-1 example (identity output)"
-    draw_boundary(axes[4], notes_net, as_params(NOTES_2_2_1), notes_title, probability=False)
-    draw_boundary(axes[5], notes_net, as_params(HAND_SET_XOR), "hand-set 2-2-1 XOR weights")
-    for ax in axes[len(panels) : 4]:
-        ax.axis("off")
+    rest = axes[len(panels) :]
+    draw_boundary(rest[0], notes_net, as_params(NOTES_2_2_1), notes_title, probability=False)
+    draw_boundary(rest[1], notes_net, as_params(HAND_SET_XOR), "hand-set 2-2-1 XOR weights")
+    for ax in rest[2:]:
+        fig.delaxes(ax)
     plotting.save(fig, args.out / "decision_boundaries.png")
 
     curves, cax = plotting.figure(1)

@@ -34,13 +34,15 @@ def curves(
     xlabel: str = "epoch",
     ylabel: str = "",
     log: bool = False,
+    marker: str | None = None,
 ) -> None:
-    """One line per series; a 2-D series (seeds, points) is drawn as mean +- std band."""
+    """One line per series; a 2-D series (seeds, points) is drawn as mean +- std band;
+    ``marker`` ("o") marks the measured points."""
     for name, values in series.items():
         values = np.asarray(values, np.float64)
         mean = values.mean(0) if values.ndim == 2 else values
         xs = np.arange(1, len(mean) + 1) if x is None else np.asarray(x)
-        (line,) = ax.plot(xs, mean, label=name)
+        (line,) = ax.plot(xs, mean, label=name, marker=marker, ms=4)
         if values.ndim == 2 and values.shape[0] > 1:
             std = values.std(0)
             ax.fill_between(xs, mean - std, mean + std, color=line.get_color(), alpha=0.2)
@@ -64,10 +66,14 @@ def history(hist: Mapping[str, Sequence[float]], path: str | Path, title: str = 
     return save(fig, path)
 
 
-def image_grid(images: np.ndarray, titles: Sequence[str], path: str | Path, cols: int = 8):
-    """Images (n, h, w) or (n, h, w, 3) in a grid with a title each."""
+def image_grid(
+    images: np.ndarray, titles: Sequence[str], path: str | Path, cols: int = 8, suptitle: str = ""
+):
+    """Images (n, h, w) or (n, h, w, 3) in a grid with a title each (and ``suptitle`` above)."""
     rows = max(1, int(np.ceil(len(images) / cols)))
-    fig, axes = figure(cols, rows, size=(1.6, 1.8))
+    fig, axes = figure(cols, rows, size=(1.6, 2.0))
+    if suptitle:
+        fig.suptitle(suptitle)
     for ax in axes:
         ax.axis("off")
     for ax, image, title in zip(axes, images, titles, strict=False):

@@ -1,6 +1,6 @@
 """What ``fit`` shows while it runs: nothing (verbose 0), a progress bar advancing by chunks
 of epochs (1), or one line per epoch on stdout (2), with times written as Keras writes them
-(``Epoch 3/100 - 12ms - 0.8ms/step - loss: 0.4321``)."""
+(``Epoch 3/100 - 52ms - 4ms/step - loss: 0.4321``)."""
 
 from __future__ import annotations
 

@@ -4,8 +4,9 @@ training state through :mod:`nnfun.checkpoint` (atomic, no pickle).
 A saved model is one folder::
 
     model.json       {"format": "nnfun.model", "layers": [...], "compile": {...}, ...}
-    step_00000000/   the TrainState (weights, optimiser state, BatchNorm statistics, PRNG key,
-                     step and epoch counters); its metadata repeats model.json
+    step_00000650/   the TrainState (weights, optimiser state, BatchNorm statistics, PRNG key,
+                     step and epoch counters), named by its step (optimiser updates so far);
+                     its metadata repeats model.json
 
 Loading never runs code from the folder (as Keras's ``safe_mode``): layer classes,
 activations, losses and initialisers are looked up by name among nnfun's own and those
@@ -31,7 +32,6 @@ from nnfun import activations, checkpoint, initializers, layers, losses, regular
 FORMAT_VERSION = 1
 MODEL_FILE = "model.json"
 WEIGHTS_FILE = "weights.json"
-_STEP = 0  # one checkpoint per folder; saving again replaces it atomically
 
 _REGISTRY: dict[str, Any] = {}
 _BUILTIN_LAYERS = {
@@ -289,11 +289,21 @@ def _read_json(path: Path, name: str, expected_format: str, what: str) -> dict:
 def _restore(path: Path, like, what: str):
     """checkpoint.restore with every way a damaged folder fails turned into one message."""
     try:
-        return checkpoint.restore(path, like, step=_STEP)
+        return checkpoint.restore(path, like)  # the folder's one (or newest) step
     except FileNotFoundError as e:
         raise ValueError(f"{what}: {path} is damaged: {e}") from None
     except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as e:
         raise ValueError(f"{what}: {path} is damaged or belongs to another model: {e}") from None
+
+
+def _save_only(path: Path, state, tree, metadata: dict) -> None:
+    """The folder's one checkpoint, named by ``state``'s step: written atomically, then every
+    other step there removed (also a later one: saving an earlier state replaces it)."""
+    step = int(jax.device_get(state.step))
+    checkpoint.save(path, step, tree, metadata=metadata)
+    for other in checkpoint.all_steps(path):
+        if other != step:
+            checkpoint._retire(path / f"step_{other:08d}")
 
 
 # ---- whole models --------------------------------------------------------------------------
@@ -309,7 +319,7 @@ def save_model(model, path, *, state=None) -> Path:
     config = model_config(model, state)
     _check_target(path, MODEL_FILE)
     tree = {"state": state, "model_key": model._key}
-    checkpoint.save(path, _STEP, tree, metadata={"model": config}, keep=1)
+    _save_only(path, state, tree, {"model": config})
     _write_json(path / MODEL_FILE, config)
     return path
 
@@ -396,7 +406,7 @@ def save_weights(model, path, *, state=None) -> Path:
         "layers": [str(layer) for layer in model.layers],
     }
     tree = {"params": state.params, "model_state": state.model_state}
-    checkpoint.save(path, _STEP, tree, metadata=meta, keep=1)
+    _save_only(path, state, tree, meta)
     _write_json(path / WEIGHTS_FILE, meta)
     return path
 
