@@ -21,8 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nnfun import callbacks as cbs
-from nnfun import chunks, fit_checkpoints, fit_history, parallel, probes, sources, train
-from nnfun import validation
+from nnfun import chunks, fit_checkpoints, fit_history, parallel, probes, sources, train, validation
 from nnfun import epochs as programs
 from nnfun.fit_inputs import prepare_data, sample_weights
 from nnfun.progress import Progress
@@ -255,8 +254,11 @@ def fit(
             if checkpoint_dir is not None and done and record.epoch % checkpoint_every == 0:
                 fit_checkpoints.save(checkpoint_dir, run, history, record, keep_checkpoints)
             if blown:
-                record.stop(program.blow_up if feed else
-                            _blow_up(net, config, plan, run.state, data, record.last_epoch))
+                record.stop(
+                    program.blow_up
+                    if feed
+                    else _blow_up(net, config, plan, run.state, data, record.last_epoch)
+                )
                 # Said whatever the verbosity: training ended before the epochs asked for.
                 if parallel.is_main_process():
                     warnings.warn(f"nnfun.fit: {record.stop_reason}", RuntimeWarning, stacklevel=2)

@@ -103,8 +103,8 @@ class StreamProgram:
             state, metrics, first_bad = self._train_epoch(run.state, epoch)
             val = None
             if self.feed.val_source is not None:
-                val = jnp.asarray(stream_evaluate(self.feed.net, self.feed.config, state,
-                                                  self.feed.val_source, self.plan.val_batch_size))  # fmt: skip
+                feed = self.feed
+                val = jnp.asarray(stream_evaluate(feed.net, feed.config, state, feed.val_source))
             new, row, finite = self.close(data, run, state, metrics, jnp.asarray(epoch), val)
             rows.append(row)
             if not bool(parallel.fetch(finite)):
@@ -181,7 +181,7 @@ def _compiled_close(net, config, plan):
 
 
 # ---- evaluate / predict ---------------------------------------------------------------------
-def stream_evaluate(net, config, state, source, batch_size=None) -> list:
+def stream_evaluate(net, config, state, source) -> list:
     """``[loss, *metrics]`` over a stream, as Keras: batch values weighted by the batches'
     rows (loss) and sample weights (metrics)."""
     program = train.compiled_evaluate(net, config, None)
@@ -220,8 +220,9 @@ def predict(net, state, x, apply, *, batch_size=None, steps=None):
     for i, xb in enumerate(parts):
         xb = np.asarray(xb)
         if xb.shape[1:] != tuple(net.input_shape):
-            raise sources.SourceError(f"x, batch {i}: expected shape (batch, "
-                                      f"{', '.join(map(str, net.input_shape))}), got {xb.shape}")  # fmt: skip
+            want = ", ".join(map(str, net.input_shape))
+            raise sources.SourceError(f"x, batch {i}: expected shape (batch, {want}), got "
+                                      f"{xb.shape}")  # fmt: skip
         outs.append(np.asarray(parallel.fetch(apply(state.params, state.model_state, xb))))
     return np.concatenate(outs)
 

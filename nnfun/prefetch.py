@@ -104,9 +104,12 @@ def _padded(batch, rows: int):
         raise ValueError(f"a batch of {n} rows; each process's batches must have at most {rows}")
     mask = np.zeros(rows, np.float32)
     mask[:n] = 1
-    pad = lambda a: None if a is None else np.concatenate(  # noqa: E731
-        [a, np.zeros((rows - n, *a.shape[1:]), a.dtype)]
-    )
+
+    def pad(a):
+        return (
+            None if a is None else np.concatenate([a, np.zeros((rows - n, *a.shape[1:]), a.dtype)])
+        )
+
     return pad(x), pad(y), pad(w), mask
 
 

@@ -324,9 +324,10 @@ class BatchChecker:
                               f"batch had (batch, {', '.join(map(str, fx.shape[1:]))}) "
                               f"{fx.dtype}")  # fmt: skip
         if y.shape[1:] != fy.shape[1:] or y.dtype != fy.dtype or y.shape[0] != x.shape[0]:
+            first = ", ".join(map(str, fy.shape[1:]))
             raise SourceError(f"{where}: y has shape {y.shape} and dtype {y.dtype} for "
                               f"{x.shape[0]} rows of x; the first batch's y had "
-                              f"(batch, {', '.join(map(str, fy.shape[1:]))}) {fy.dtype}")  # fmt: skip
+                              f"(batch, {first}) {fy.dtype}")  # fmt: skip
         if x.shape[0] == 0:
             raise SourceError(f"{where}: an empty batch (x of shape {x.shape})")
         if w is not None and w.shape != (x.shape[0],):
