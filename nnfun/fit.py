@@ -110,6 +110,7 @@ def fit(
     steps_per_epoch: int | None = None,
     validation_steps: int | None = None,
     steps_per_execution: int = 1,
+    uneven: str = "pad",
 ):
     """Trains ``net`` for the epochs ``initial_epoch .. epochs - 1``; returns ``(state, history)``.
 
@@ -138,7 +139,9 @@ def fit(
     ``(x, y[, sample_weight])`` batches (``steps_per_epoch`` of them an epoch), a
     ``PyDataset``, a Grain dataset or loader, or a memory-mapped array (with ``y``);
     ``validation_data`` likewise (``validation_steps``); ``steps_per_execution`` batches
-    run per compiled call.
+    run per compiled call. On several processes each passes its own share; every process
+    takes the most steps any has, its missing rows masked (``uneven="pad"``), or the fewest
+    (``"drop"``).
     """
     config = config_of(net, config)
     epochs_ = validation.check_int("epochs", epochs, 0)
@@ -157,7 +160,8 @@ def fit(
                     validation_data=validation_data, validation_steps=validation_steps,
                     validation_split=validation_split, shuffle=shuffle,
                     sample_weight=sample_weight, class_weight=class_weight,
-                    steps_per_execution=steps_per_execution, mesh=mesh)  # fmt: skip
+                    steps_per_execution=steps_per_execution, mesh=mesh,
+                    uneven=uneven)  # fmt: skip
         data = feed.data
     else:
         data = prepare_data(

@@ -26,23 +26,34 @@ class Feed:
 
     def __init__(self, net, config, x, y, *, batch_size, steps_per_epoch, validation_data,
                  validation_steps, validation_split, shuffle, sample_weight, class_weight,
-                 steps_per_execution, mesh, padding="pad"):  # fmt: skip
+                 steps_per_execution, mesh, uneven="pad"):  # fmt: skip
         if validation_split:
             raise ValueError("validation_split: not supported when x is a stream; pass "
                              "validation_data")  # fmt: skip
         if class_weight is not None:
             raise ValueError("class_weight: not supported when x is a stream; give each "
                              "batch its sample weights")  # fmt: skip
-        if padding not in ("pad", "drop"):
-            raise ValueError(f"padding: expected 'pad' or 'drop', got {padding!r}")
+        if uneven not in ("pad", "drop"):
+            raise ValueError(f"uneven: expected 'pad' or 'drop', got {uneven!r}")
         steps = validation.check_optional_int("steps_per_epoch", steps_per_epoch, 1)
         self.k = validation.check_int("steps_per_execution", steps_per_execution, 1)
         self.source = sources.open_source(x, y, sample_weight, batch_size=batch_size,
                                           steps=steps, shuffle=bool(shuffle))  # fmt: skip
-        self.net, self.config, self.mesh, self.padding = net, config, mesh, padding
+        self.net, self.config, self.mesh, self.uneven = net, config, mesh, uneven
+        self._global_steps = None
+        if jax.process_count() > 1:
+            if mesh is None:
+                raise ValueError("mesh: required for a stream on several processes "
+                                 "(nnfun.parallel.data_mesh())")  # fmt: skip
+            if batch_size % jax.process_count():
+                raise ValueError(f"batch_size: the global batch; expected a multiple of the "
+                                 f"{jax.process_count()} processes, got {batch_size}")  # fmt: skip
         self.val_source, self.val_steps = None, validation_steps
         self.data = (None, None, None, None, None, None)
         if validation_data is not None and _is_stream_validation(validation_data):
+            if jax.process_count() > 1:
+                raise ValueError("validation_data: a stream is not supported on several "
+                                 "processes yet; pass global arrays (shard_host_data)")  # fmt: skip
             vx = validation_data if sources.is_stream(validation_data) else validation_data[0]
             vy = None if sources.is_stream(validation_data) else validation_data[1]
             self.val_source = sources.open_source(vx, vy, batch_size=batch_size,
@@ -51,6 +62,20 @@ class Feed:
         elif validation_data is not None:
             self.data = (None, None, None, *_validation_arrays(net, config, validation_data))
         self.checker = sources.BatchChecker(net, config.loss, self.source.name)
+
+    def global_steps(self) -> int:
+        """Steps of an epoch on every process: the most batches a process has
+        (``uneven="pad"``, missing rows masked) or the fewest (``"drop"``)."""
+        if self._global_steps is None:
+            from jax.experimental import multihost_utils
+
+            local = self.source.steps()
+            if local is None:
+                raise ValueError(f"steps_per_epoch: required for {self.source.name} on "
+                                 f"{jax.process_count()} processes")  # fmt: skip
+            every = np.asarray(multihost_utils.process_allgather(np.int64(local))).ravel()
+            self._global_steps = int(every.max() if self.uneven == "pad" else every.min())
+        return self._global_steps
 
     @property
     def validates(self) -> bool:
@@ -130,7 +155,10 @@ class StreamProgram:
             (i, feed.checker(batch, i, epoch))
             for i, batch in _indexed(feed.source, epoch, perm_key)
         )
-        rows = None if jax.process_count() == 1 else _rows_per_process(feed)
+        rows = None
+        if jax.process_count() > 1:  # the same steps of the same rows on every process
+            rows = self.plan.batch_size // jax.process_count()
+            checked = _filled(checked, feed.global_steps(), feed.checker, rows)
         groups = prefetch.Prefetcher(prefetch.groups(checked, feed.k, rows), feed.mesh)
         parts = []
         for g in groups:
@@ -170,8 +198,25 @@ def _indexed(source, epoch, perm_key=None):
         i += 1
 
 
-def _rows_per_process(feed) -> int:
-    raise NotImplementedError("several processes: see prefetch.groups(rows_per_step)")
+def _filled(checked, steps: int, checker, rows: int):
+    """This process's batches, then batches of masked rows until the steps every process
+    takes (a process whose share ran out still joins each step's collectives)."""
+    taken = 0
+    for i, batch in checked:
+        if taken == steps:
+            return
+        if batch[0].shape[0] > rows:
+            raise sources.SourceError(
+                f"{checker.name}, batch {i}: {batch[0].shape[0]} rows; with "
+                f"{jax.process_count()} processes each reads at most batch_size / processes "
+                f"= {rows} rows a step"
+            )
+        taken += 1
+        yield i, batch
+    fx, fy = checker.first
+    for i in range(taken, steps):
+        empty = (np.zeros((0, *fx.shape[1:]), fx.dtype), np.zeros((0, *fy.shape[1:]), fy.dtype))
+        yield i, (*empty, None)
 
 
 @functools.lru_cache(maxsize=64)

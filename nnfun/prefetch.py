@@ -52,6 +52,8 @@ def place(arrays, mesh=None):
         return jax.device_put(arrays)
     sharding = stacked_sharding(mesh)
     if jax.process_count() == 1:
+        if arrays[0].shape[1] % parallel.data_size(mesh):  # a last batch that does not split
+            sharding = parallel.replicated(mesh)
         return jax.device_put(arrays, sharding)
 
     def glob(a):
@@ -102,6 +104,7 @@ def _padded(batch, rows: int):
     n = x.shape[0]
     if n > rows:
         raise ValueError(f"a batch of {n} rows; each process's batches must have at most {rows}")
+    w = np.ones(n, np.float32) if w is None else w  # every process: the same arrays
     mask = np.zeros(rows, np.float32)
     mask[:n] = 1
 

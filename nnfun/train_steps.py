@@ -23,7 +23,7 @@ def run_steps(net, config: train.Config, mesh, state, xs, ys, ws, ms, count):
 
     def step(i, state):
         x, y = xs[i], ys[i]
-        if mesh is not None:
+        if mesh is not None and x.shape[0] % parallel.data_size(mesh) == 0:
             x, y = parallel.constrain_batch((x, y), mesh)
         return train.train_step(net, config, state, x, y, pick(ws, i), pick(ms, i))
 
