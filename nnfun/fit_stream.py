@@ -161,9 +161,12 @@ class StreamProgram:
             checked = _filled(checked, feed.global_steps(), feed.checker, rows)
         groups = prefetch.Prefetcher(prefetch.groups(checked, feed.k, rows), feed.mesh)
         parts = []
-        for g in groups:
-            state, metrics = self.steps(state, g.x, g.y, g.w, g.mask, jnp.int32(g.count))
-            parts.append(jax.tree.map(lambda a, c=g.count: a[:c], metrics))
+        try:
+            for g in groups:
+                state, metrics = self.steps(state, g.x, g.y, g.w, g.mask, jnp.int32(g.count))
+                parts.append(jax.tree.map(lambda a, c=g.count: a[:c], metrics))
+        finally:  # an error or Ctrl-C here: the reading thread stops too
+            groups.close()
         feed.source.end_epoch()
         metrics = jax.tree.map(lambda *a: jnp.concatenate(a), *parts)
         losses = metrics["loss"]

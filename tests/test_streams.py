@@ -8,14 +8,13 @@ last one of 2) and so a few compiled programs.
 
 from __future__ import annotations
 
-import grain
 import jax
 import numpy as np
 import pytest
 
 import nnfun
 from nnfun import fit as F
-from nnfun import sources, train
+from nnfun import prefetch, sources, train, train_steps
 
 N, FEATURES, CLASSES, BATCH = 50, 5, 3, 16
 
@@ -135,6 +134,7 @@ def test_pydataset_is_shuffled_per_epoch_with_the_run_key(setup, unshuffled):
 
 
 def test_grain_gives_the_arrays_bits(setup, unshuffled):
+    grain = pytest.importorskip("grain")
     *_, x, y = setup
     ds = grain.MapDataset.range(N).map(lambda i: (x[i], y[i])).batch(BATCH)
     got, history = fit(setup, ds, shuffle=False, steps_per_execution=2)
@@ -202,19 +202,28 @@ def test_bad_batches_name_the_source_and_batch_and_keep_the_trained_epochs(
     assert same_bits(kept[-1].params, one_epoch.params)  # epoch 0 is kept
 
 
-def test_pydataset_resumes_bit_identical(setup, tmp_path):
+@pytest.mark.parametrize("kind", ["pydataset", "memmap"])
+def test_resumes_bit_identical(setup, tmp_path, kind):
     *_, x, y = setup
-    batches = batches_of(x, y)
-    whole, history = fit(setup, Listed(batches), epochs=3, shuffle=True, steps_per_execution=2)
-    fit(setup, Listed(batches), epochs=2, shuffle=True, steps_per_execution=2,
-        checkpoint_dir=tmp_path)  # fmt: skip
-    resumed, rest = fit(setup, Listed(batches), epochs=3, shuffle=True, steps_per_execution=2,
-                        checkpoint_dir=tmp_path)  # fmt: skip
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+
+    def data():
+        if kind == "memmap":
+            return np.load(tmp_path / "x.npy", mmap_mode="r"), np.load(tmp_path / "y.npy",
+                                                                      mmap_mode="r")  # fmt: skip
+        return Listed(batches_of(x, y)), None
+
+    kw = {"shuffle": True, "steps_per_execution": 2}
+    whole, history = fit(setup, *data(), epochs=3, **kw)
+    fit(setup, *data(), epochs=2, checkpoint_dir=tmp_path / "run", **kw)
+    resumed, rest = fit(setup, *data(), epochs=3, checkpoint_dir=tmp_path / "run", **kw)
     assert same_bits(resumed, whole)
     assert rest["loss"] == history["loss"] and rest["epoch"] == [0, 1, 2]
 
 
 def test_grain_resumes_from_its_iterator_state(setup, tmp_path):
+    grain = pytest.importorskip("grain")
     *_, x, y = setup
 
     def dataset():  # Grain's own shuffle, a new order each pass
@@ -245,3 +254,28 @@ def test_stream_options_are_checked(setup):
         fit(setup, iter([]), validation_split=0.2)
     with pytest.raises(ValueError, match="steps_per_execution: expected"):
         fit(setup, iter([]), steps_per_execution=0)
+
+
+def test_masked_padding_rows_change_nothing_batchnorm_included():
+    """A batch padded with masked rows (what several processes feed) trains as the batch
+    alone: the loss, the gradient step and BatchNorm's running statistics."""
+    rng = np.random.default_rng(1)
+    net = nnfun.Sequential([nnfun.Dense(6, input_dim=FEATURES), nnfun.BatchNorm(),
+                            nnfun.Activation("relu"), nnfun.Dense(CLASSES, "softmax")])  # fmt: skip
+    config = nnfun.Config.make("categorical_crossentropy", "sgd", learning_rate=0.1)
+    state = train.init_state(net, config, jax.random.key(2))
+    x = rng.normal(size=(5, FEATURES)).astype(np.float32)
+    y = rng.integers(0, CLASSES, 5).astype(np.int32)
+    x_pad = np.concatenate([x, 100 * rng.normal(size=(3, FEATURES)).astype(np.float32)])
+    y_pad = np.concatenate([y, [2, 2, 2]]).astype(np.int32)
+    step = train_steps.compiled_steps(net, config)
+    plain = step(state, x[None], y[None], None, None, np.int32(1))
+    xs, ys, ws, ms = (a[None] for a in prefetch._padded((x_pad[:5], y_pad[:5], None), 8))
+    ms = ms.copy()
+    xs[0, 5:], ys[0, 5:] = x_pad[5:], y_pad[5:]  # garbage in the padding rows
+    padded = step(state, xs, ys, ws, ms, np.int32(1))
+    chex_close = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)  # noqa: E731
+    jax.tree.map(chex_close, padded[0].params, plain[0].params)
+    jax.tree.map(chex_close, padded[0].model_state, plain[0].model_state)
+    chex_close(padded[1]["loss"], plain[1]["loss"])
+    assert float(padded[1]["size"][0]) == 5
