@@ -134,9 +134,10 @@ class StreamProgram:
             rows.append(row)
             if not bool(parallel.fetch(finite)):
                 blown = True
-                self.blow_up = (f"non-finite loss or gradient at epoch {epoch + 1}, step "
-                                f"{first_bad + 1}: kept the state after "
-                                f"{'epoch ' + str(epoch) if epoch else 'the start'}")  # fmt: skip
+                kept = f"the state after epoch {epoch - 1}" if epoch else "the starting state"
+                self.blow_up = (f"non-finite loss or gradient at epoch {epoch}, step "
+                                f"{first_bad + 1} (batch size {self.plan.batch_size}): kept "
+                                f"{kept}")  # fmt: skip
                 break
             run, done = new, done + 1
             if bool(parallel.fetch(run.stopped)):

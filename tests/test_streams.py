@@ -8,6 +8,8 @@ last one of 2) and so a few compiled programs.
 
 from __future__ import annotations
 
+import time
+
 import jax
 import numpy as np
 import pytest
@@ -279,3 +281,22 @@ def test_masked_padding_rows_change_nothing_batchnorm_included():
     jax.tree.map(chex_close, padded[0].model_state, plain[0].model_state)
     chex_close(padded[1]["loss"], plain[1]["loss"])
     assert float(padded[1]["size"][0]) == 5
+
+
+def test_prefetch_reads_at_most_its_depth_ahead():
+    """Host memory is bounded by the prefetch depth: an endless source is read only a few
+    groups ahead of what the device has taken, and the thread stops when reading stops."""
+    made = []
+
+    def endless():
+        while True:
+            made.append(len(made))
+            yield np.zeros((2, 3, 4), np.float32), np.zeros((2, 3), np.int32), None, None, 2, 0
+
+    reader = prefetch.Prefetcher(endless(), depth=2)
+    first = next(iter(reader))
+    time.sleep(0.5)  # the thread fills the queue, then waits
+    assert first.count == 2 and first.x.shape == (2, 3, 4)
+    assert len(made) <= 1 + 2 + 1  # taken, queued, the one waiting to be queued
+    reader.close()
+    assert not reader.thread.is_alive()
