@@ -2,13 +2,14 @@
 
 The MNIST-shaped workload (784-500-500-10 sigmoid/softmax CE, Adam 1e-3, batch 100) from
 (a) arrays in memory, (b) a memory-mapped .npy file, (c) a PyDataset, (d) a Grain pipeline,
-(e) a generator of ready batches. Each variant trains the same samples for ``--epochs``
-epochs; the first (compilation) is excluded, the others timed: wall and process CPU seconds
-per epoch, and the ratio of arrays' time to each (>= 0.9 meets the target). ``--big N``
+(e) a generator of ready batches, unshuffled (so every variant trains the same bits). Each
+variant trains one warm-up epoch (compilation), then one epoch per round, round-robin over
+``--rounds``; medians of wall and process CPU seconds per epoch, and the ratio of arrays'
+time to each (>= 0.9 meets the target). ``--big N``
 instead trains one epoch over a generator of N fresh samples (4,000,000: 12.5 GB if held
 whole) in a child process and reports its peak resident memory.
 
-    python experiments/benchmarks/streams.py [--samples 20000] [--epochs 3] [--k 20]
+    python experiments/benchmarks/streams.py [--samples 20000] [--rounds 5] [--k 20]
     python experiments/benchmarks/streams.py --big 4000000
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -64,28 +66,19 @@ class Batches(sources.PyDataset):
         return self.x[i * BATCH : (i + 1) * BATCH], self.y[i * BATCH : (i + 1) * BATCH]
 
 
-def timed(label, net, config, state, make_input, epochs, **kw):
-    """Seconds per epoch (wall, CPU) after the first, training ``epochs`` epochs."""
-    marks = []
-
-    class Mark(nnfun.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            marks.append((time.perf_counter(), time.process_time()))
-
+def one_epoch(net, config, state, make_input):
+    """(state, loss, wall s, CPU s) of one fit call training one epoch."""
     x, y, extra = make_input()
-    start = (time.perf_counter(), time.process_time())
-    state, history = F.fit(net, x, y, config=config, state=state, epochs=epochs,
-                           batch_size=BATCH, shuffle=False, callbacks=[Mark()],
-                           **extra, **kw)  # fmt: skip
+    wall, cpu = time.perf_counter(), time.process_time()
+    state, history = F.fit(net, x, y, config=config, state=state, epochs=1, batch_size=BATCH,
+                           shuffle=False, **extra)  # fmt: skip
     jax.block_until_ready(state.params)
-    marks = [start, *marks]
-    wall = (marks[-1][0] - marks[1][0]) / (epochs - 1)
-    cpu = (marks[-1][1] - marks[1][1]) / (epochs - 1)
-    return {"variant": label, "wall_s": wall, "cpu_s": cpu, "loss": history["loss"][-1],
-            "params": state.params}  # fmt: skip
+    return state, history["loss"][-1], time.perf_counter() - wall, time.process_time() - cpu
 
 
-def side_by_side(n: int, epochs: int, k: int) -> list[dict]:
+def side_by_side(n: int, rounds: int, k: int) -> list[dict]:
+    """Each variant: one warm-up epoch (compilation), then one epoch per round, round-robin
+    (a change in machine load hits all alike); medians of wall and CPU seconds."""
     import grain
 
     x, y = mnist_like(n)
@@ -96,39 +89,44 @@ def side_by_side(n: int, epochs: int, k: int) -> list[dict]:
     steps = -(-n // BATCH)
 
     def generator():
-        for _ in range(epochs):
-            for i in range(steps):
-                yield x[i * BATCH : (i + 1) * BATCH], y[i * BATCH : (i + 1) * BATCH]
+        for i in range(steps):
+            yield x[i * BATCH : (i + 1) * BATCH], y[i * BATCH : (i + 1) * BATCH]
 
     stream = {"steps_per_execution": k}
-    variants = [
-        ("(a) arrays in memory", lambda: (x, y, {"epochs_per_chunk": 1})),
-        (
-            "(b) memory-mapped .npy",
-            lambda: (
-                np.load(folder / "x.npy", mmap_mode="r"),
-                np.load(folder / "y.npy", mmap_mode="r"),
-                stream,
-            ),
+    variants = {
+        "(a) arrays in memory": lambda: (x, y, {}),
+        "(b) memory-mapped .npy": lambda: (
+            np.load(folder / "x.npy", mmap_mode="r"),
+            np.load(folder / "y.npy", mmap_mode="r"),
+            stream,
         ),  # fmt: skip
-        ("(c) PyDataset", lambda: (Batches(x, y), None, stream)),
-        (
-            "(d) Grain",
-            lambda: (
-                grain.MapDataset.range(n).batch(BATCH).map(lambda i: (x[i], y[i])),
-                None,
-                stream,
-            ),
+        "(c) PyDataset": lambda: (Batches(x, y), None, stream),
+        "(d) Grain": lambda: (
+            grain.MapDataset.range(n).batch(BATCH).map(lambda i: (x[i], y[i])),
+            None,
+            stream,
         ),  # fmt: skip
-        ("(e) generator", lambda: (generator(), None, {**stream, "steps_per_epoch": steps})),
-    ]
-    rows = [timed(label, net, config, state, make, epochs) for label, make in variants]
-    ref, ref_params = rows[0], rows[0]["params"]
+        "(e) generator": lambda: (generator(), None, {**stream, "steps_per_epoch": steps}),
+    }
+    states = {label: one_epoch(net, config, state, make)[0] for label, make in variants.items()}
+    times = {label: [] for label in variants}
+    losses = {}
+    for _ in range(rounds):
+        for label, make in variants.items():
+            states[label], losses[label], wall, cpu = one_epoch(net, config, states[label], make)
+            times[label].append((wall, cpu))
+    ref = "(a) arrays in memory"
+    rows = []
+    for label in variants:
+        wall = statistics.median(t[0] for t in times[label])
+        cpu = statistics.median(t[1] for t in times[label])
+        pairs = zip(jax.tree.leaves(states[label].params), jax.tree.leaves(states[ref].params),
+                    strict=True)  # fmt: skip
+        rows.append({"variant": label, "wall_s": wall, "cpu_s": cpu, "loss": losses[label],
+                     "same_bits": all(np.array_equal(a, b) for a, b in pairs)})  # fmt: skip
     for r in rows:
-        r["speed_vs_arrays"] = ref["wall_s"] / r["wall_s"]
-        r["cpu_vs_arrays"] = ref["cpu_s"] / r["cpu_s"]
-        pairs = zip(jax.tree.leaves(r.pop("params")), jax.tree.leaves(ref_params), strict=True)
-        r["same_bits"] = all(np.array_equal(a, b) for a, b in pairs)
+        r["speed_vs_arrays"] = rows[0]["wall_s"] / r["wall_s"]
+        r["cpu_vs_arrays"] = rows[0]["cpu_s"] / r["cpu_s"]
     return rows
 
 
@@ -157,7 +155,7 @@ def big(n: int, k: int) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=20000)
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5, help="timed epochs per variant")
     parser.add_argument("--k", type=int, default=20, help="steps_per_execution for streams")
     parser.add_argument("--big", type=int, help="one epoch over a generator of this many")
     parser.add_argument("--out", type=Path)
@@ -166,7 +164,7 @@ def main(argv=None) -> int:
         result = big(args.big, args.k)
         print(json.dumps(result, indent=1))
     else:
-        result = side_by_side(args.samples, args.epochs, args.k)
+        result = side_by_side(args.samples, args.rounds, args.k)
         print(f"{'variant':26} {'wall s/epoch':>12} {'cpu s/epoch':>11} {'arrays/this':>11} "
               f"{'cpu ratio':>9} {'same bits':>9}")  # fmt: skip
         for r in result:
