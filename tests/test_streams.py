@@ -224,19 +224,39 @@ def test_resumes_bit_identical(setup, tmp_path, kind):
     assert rest["loss"] == history["loss"] and rest["epoch"] == [0, 1, 2]
 
 
-def test_grain_resumes_from_its_iterator_state(setup, tmp_path):
+class Rows:
+    """A Grain data source: sample i of (x, y)."""
+
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __repr__(self):  # Grain checks a restored loader's source by its repr
+        return f"Rows({len(self.x)})"
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.x[i], self.y[i]
+
+
+@pytest.mark.parametrize("kind", ["dataset", "loader"])
+def test_grain_resumes_from_its_iterator_state(setup, tmp_path, kind):
     grain = pytest.importorskip("grain")
     *_, x, y = setup
 
     def dataset():  # Grain's own shuffle, a new order each pass
+        if kind == "loader":
+            sampler = grain.samplers.IndexSampler(N, shuffle=True, seed=7, num_epochs=None)
+            return grain.DataLoader(data_source=Rows(x, y), sampler=sampler, worker_count=0,
+                                    operations=[grain.transforms.Batch(BATCH)])  # fmt: skip
         pairs = grain.MapDataset.range(N).shuffle(seed=7).map(lambda i: (x[i], y[i]))
         return pairs.repeat().batch(BATCH)
 
-    whole, history = fit(setup, dataset(), epochs=3, steps_per_epoch=3, steps_per_execution=2)
-    fit(setup, dataset(), epochs=2, steps_per_epoch=3, steps_per_execution=2,
-        checkpoint_dir=tmp_path)  # fmt: skip
-    resumed, rest = fit(setup, dataset(), epochs=3, steps_per_epoch=3, steps_per_execution=2,
-                        checkpoint_dir=tmp_path)  # fmt: skip
+    kw = {"steps_per_epoch": 3, "steps_per_execution": 2}
+    whole, history = fit(setup, dataset(), epochs=3, **kw)
+    fit(setup, dataset(), epochs=2, checkpoint_dir=tmp_path, **kw)
+    resumed, rest = fit(setup, dataset(), epochs=3, checkpoint_dir=tmp_path, **kw)
     assert same_bits(resumed, whole)
     assert rest["loss"] == history["loss"]
 
