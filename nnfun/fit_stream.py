@@ -48,7 +48,7 @@ class Feed:
             if batch_size % jax.process_count():
                 raise ValueError(f"batch_size: the global batch; expected a multiple of the "
                                  f"{jax.process_count()} processes, got {batch_size}")  # fmt: skip
-        self.val_source, self.val_steps = None, validation_steps
+        self.val_source = None
         self.data = (None, None, None, None, None, None)
         if validation_data is not None and _is_stream_validation(validation_data):
             if jax.process_count() > 1:
@@ -122,13 +122,12 @@ class StreamProgram:
         self.blow_up: str | None = None
 
     def __call__(self, run, count, first_epoch, data):
-        rows, done, blown = [], 0, False
+        feed, rows, done, blown = self.feed, [], 0, False
         for i in range(int(count)):
             epoch = int(first_epoch) + i
             state, metrics, first_bad = self._train_epoch(run.state, epoch)
             val = None
-            if self.feed.val_source is not None:
-                feed = self.feed
+            if feed.val_source is not None:  # a streamed validation set, read on the host
                 val = jnp.asarray(stream_evaluate(feed.net, feed.config, state, feed.val_source))
             new, row, finite = self.close(data, run, state, metrics, jnp.asarray(epoch), val)
             rows.append(row)
