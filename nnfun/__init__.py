@@ -37,6 +37,7 @@ from nnfun.layers import (
 from nnfun.model import Sequential, set_random_seed
 from nnfun.network import Network
 from nnfun.saving import load_model, register
+from nnfun.sources import PyDataset
 from nnfun.train import Config, TrainState
 
 __all__ = [
@@ -57,6 +58,7 @@ __all__ = [
     "ModelCheckpoint",
     "Network",
     "PReLU",
+    "PyDataset",
     "RReLU",
     "ReduceLROnPlateau",
     "Sequential",

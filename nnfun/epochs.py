@@ -72,15 +72,17 @@ def log_names(config: train.Config, validation: bool) -> list[str]:
     return names
 
 
-def _record(net, config, plan, data, state, batch_metrics):
+def _record(net, config, plan, data, state, batch_metrics, val=None):
     """One epoch's logs as Keras computes them: the loss is the mean of the batch losses
     weighted by the batches' sizes, each metric the sample-weighted mean over the epoch."""
     x, y, sw, xv, yv, swv = data
-    names = log_names(config, xv is not None)
+    names = log_names(config, xv is not None or val is not None)
     mean = lambda v, w: jnp.sum(v * w) / jnp.maximum(jnp.sum(w), jnp.finfo(v.dtype).tiny)  # noqa: E731
     row = {"loss": mean(batch_metrics["loss"], batch_metrics["size"])}
     row.update({k: mean(batch_metrics[k], batch_metrics["weight"]) for k in config.metrics})
-    if xv is not None:
+    if val is not None:
+        row.update({f"val_{k}": v for k, v in zip(("loss", *config.metrics), val, strict=True)})
+    elif xv is not None:
         values = train.evaluate_arrays(net, config, state.params, state.model_state, xv, yv,
                                        swv, batch_size=plan.val_batch_size)  # fmt: skip
         for k, v in zip(("loss", *config.metrics), values, strict=True):
@@ -116,18 +118,8 @@ def run_epochs(net, config: train.Config, plan: Plan, run: Run, count, first_epo
 
     def body(carry):
         i, run, logs, halted, _ = carry
-        state, batch_metrics = epoch_of(run)
-        finite = jnp.all(batch_metrics["finite"])
-        row = _record(net, config, plan, data, state, batch_metrics)
-        epoch = first_epoch + i
-        memories, best_states, stop = [], [], jnp.zeros_like(run.stopped)
-        for m, memory, best, keep in zip(plan.monitors, run.memories, run.best_states,
-                                         plan.keep_best, strict=True):  # fmt: skip
-            memory, improved, stops = monitoring.update(m, memory, row[m.name], epoch)
-            memories.append(memory)
-            best_states.append(_select(improved, state, best) if keep else None)
-            stop = stop | stops
-        new = Run(state, tuple(memories), tuple(best_states), run.stopped | stop)
+        new, row, finite = close_epoch(net, config, plan, data, run, *epoch_of(run),
+                                       first_epoch + i)  # fmt: skip
         run = _select(finite, new, run) if plan.keep_finite else new
         logs = jax.tree.map(lambda buf, v: buf.at[i].set(v), logs, row)
         return i + finite.astype(jnp.int32), run, logs, halted | ~finite | run.stopped, ~finite
@@ -137,6 +129,23 @@ def run_epochs(net, config: train.Config, plan: Plan, run: Run, count, first_epo
     carry = (jnp.zeros((), jnp.int32), run, logs, run.stopped, jnp.zeros_like(run.stopped))
     done, run, logs, _, blown = jax.lax.while_loop(lambda c: (c[0] < count) & ~c[3], body, carry)
     return run, logs, done, blown
+
+
+def close_epoch(net, config, plan: Plan, data, run: Run, state, batch_metrics, epoch,
+                val=None):  # fmt: skip
+    """After an epoch's steps (``state``, per-batch metrics): ``(run, row, finite)``, the
+    epoch's logs row, each monitor's memory and best state updated. ``val``: the validation
+    values when computed elsewhere (a streamed validation set)."""
+    finite = jnp.all(batch_metrics["finite"])
+    row = _record(net, config, plan, data, state, batch_metrics, val)
+    memories, best_states, stop = [], [], jnp.zeros_like(run.stopped)
+    for m, memory, best, keep in zip(plan.monitors, run.memories, run.best_states,
+                                     plan.keep_best, strict=True):  # fmt: skip
+        memory, improved, stops = monitoring.update(m, memory, row[m.name], epoch)
+        memories.append(memory)
+        best_states.append(_select(improved, state, best) if keep else None)
+        stop = stop | stops
+    return Run(state, tuple(memories), tuple(best_states), run.stopped | stop), row, finite
 
 
 def _select(flag, new, old):

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nnfun import callbacks as cbs
-from nnfun import chunks, fit_checkpoints, fit_history, parallel, probes, train, validation
+from nnfun import chunks, fit_checkpoints, fit_history, parallel, probes, sources, train, validation
 from nnfun import epochs as programs
 from nnfun.fit_inputs import prepare_data, sample_weights
 from nnfun.progress import Progress
@@ -107,6 +107,10 @@ def fit(
     mesh=None,
     on_state: Callable[[train.TrainState], None] | None = None,
     model=None,
+    steps_per_epoch: int | None = None,
+    validation_steps: int | None = None,
+    steps_per_execution: int = 1,
+    uneven: str = "pad",
 ):
     """Trains ``net`` for the epochs ``initial_epoch .. epochs - 1``; returns ``(state, history)``.
 
@@ -130,6 +134,14 @@ def fit(
     ``mesh`` (``nnfun.parallel.data_mesh()``) each batch is split over its "data" axis and the
     parameters are replicated. ``on_state(state)`` is called after every chunk; ``model`` is
     what callbacks see as ``self.model`` (the Keras face passes itself).
+
+    ``x`` may also be a stream read batch by batch (:mod:`nnfun.fit_stream`): a generator of
+    ``(x, y[, sample_weight])`` batches (``steps_per_epoch`` of them an epoch), a
+    ``PyDataset``, a Grain dataset or loader, or a memory-mapped array (with ``y``);
+    ``validation_data`` likewise (``validation_steps``); ``steps_per_execution`` batches
+    run per compiled call. On several processes each passes its own share; every process
+    takes the most steps any has, its missing rows masked (``uneven="pad"``), or the fewest
+    (``"drop"``).
     """
     config = config_of(net, config)
     epochs_ = validation.check_int("epochs", epochs, 0)
@@ -140,12 +152,23 @@ def fit(
     keep_checkpoints = validation.check_int("keep_checkpoints", keep_checkpoints, 1)
     epochs_per_chunk = validation.check_optional_int("epochs_per_chunk", epochs_per_chunk, 1)
     track = probes.check(track)
-    data = prepare_data(
-        net, config, x, y, sample_weight=sample_weight, class_weight=class_weight,
-        validation_data=validation_data, validation_split=validation_split,
-    )  # fmt: skip
-    n = data[0].shape[0]
-    validation.check_batchnorm_batches(net, n, batch_size)
+    feed = None
+    if sources.is_stream(x):
+        from nnfun.fit_stream import Feed
+
+        feed = Feed(net, config, x, y, batch_size=batch_size, steps_per_epoch=steps_per_epoch,
+                    validation_data=validation_data, validation_steps=validation_steps,
+                    validation_split=validation_split, shuffle=shuffle,
+                    sample_weight=sample_weight, class_weight=class_weight,
+                    steps_per_execution=steps_per_execution, mesh=mesh,
+                    uneven=uneven)  # fmt: skip
+        data = feed.data
+    else:
+        data = prepare_data(
+            net, config, x, y, sample_weight=sample_weight, class_weight=class_weight,
+            validation_data=validation_data, validation_split=validation_split,
+        )  # fmt: skip
+        validation.check_batchnorm_batches(net, data[0].shape[0], batch_size)
     callbacks = cbs.as_list(callbacks)
     if early_stopping is not None:
         validation.check_instance("early_stopping", early_stopping, cbs.EarlyStopping,
@@ -154,7 +177,7 @@ def fit(
             raise ValueError("early_stopping: also given in callbacks; pass it once")
         callbacks.append(early_stopping)
     state = starting_state(net, config, state, key)
-    names = programs.log_names(config, data[3] is not None)
+    names = programs.log_names(config, feed.validates if feed else data[3] is not None)
     monitors, keep_best, stopping = _watched(callbacks, names)
     run = programs.start_run(state, monitors, keep_best)
     record = RunRecord(initial_epoch, epochs_)
@@ -164,18 +187,23 @@ def fit(
         if resumed is not None:
             run, history, record = resumed
             run = run._replace(state=train.with_optimizer(run.state, config, switch=False))
+            if feed is not None:
+                feed.restore(record.position)
     if mesh is not None:
         parallel.check_batch_size(batch_size, mesh)
         data = tuple(None if a is None else parallel.place_data(a, mesh) for a in data)
         run = parallel.replicate(run, mesh)
     every_epoch = any(c.needs_every_epoch for c in callbacks)
-    sizer = chunks.ChunkSizer(1 if every_epoch else epochs_per_chunk)
+    sizer = chunks.ChunkSizer(1 if every_epoch or feed else epochs_per_chunk)
     left = epochs_ - record.epoch
     capacity = probes.capacity(track, state, chunks.capacity(sizer.fixed, left), left)
     plan = programs.Plan(batch_size, bool(shuffle), capacity, val_batch or batch_size,
                        tuple(monitors), tuple(keep_best), track, mesh)  # fmt: skip
-    program = programs.compiled_run(net, config, plan)
-    steps = train.steps_per_epoch(n, batch_size)
+    if feed is not None:
+        program, steps = feed.program(plan), feed.steps()
+    else:
+        program = programs.compiled_run(net, config, plan)
+        steps = train.steps_per_epoch(data[0].shape[0], batch_size)
     progress = Progress(verbose, epochs_, record.epoch, steps)
     handle = model if model is not None else RunHandle(run.state)
     for c in callbacks:
@@ -202,10 +230,12 @@ def fit(
                 run, logs, done, blown = program(run, jnp.asarray(count, jnp.int32), first, data)
                 done, blown = (int(v) for v in parallel.fetch((done, blown)))
                 sizer.observe(done, time.perf_counter() - started)
-                if blown:  # the rare blow-up: rerun the chunk's finite epochs for their state
+                if blown and feed is None:  # the rare blow-up: rerun the finite epochs
                     run = program(before, jnp.asarray(done, jnp.int32), first, data)[0]
                 rows = fit_history.append_rows(logs, done, record.epoch, names, track, history)
                 record.advance(done)
+                if feed is not None:
+                    record.position = feed.position()
                 memory = parallel.fetch(run.memories)
                 stopped = bool(parallel.fetch(run.stopped))
             if stopping is not None:
@@ -228,7 +258,11 @@ def fit(
             if checkpoint_dir is not None and done and record.epoch % checkpoint_every == 0:
                 fit_checkpoints.save(checkpoint_dir, run, history, record, keep_checkpoints)
             if blown:
-                record.stop(_blow_up(net, config, plan, run.state, data, record.last_epoch))
+                record.stop(
+                    program.blow_up
+                    if feed
+                    else _blow_up(net, config, plan, run.state, data, record.last_epoch)
+                )
                 # Said whatever the verbosity: training ended before the epochs asked for.
                 if parallel.is_main_process():
                     warnings.warn(f"nnfun.fit: {record.stop_reason}", RuntimeWarning, stacklevel=2)
@@ -363,11 +397,18 @@ def _check_grad_error(net, config, state, rows, warned, model: int | None = None
 
 
 # ---- evaluate / predict -----------------------------------------------------------------------
-def evaluate(net, state, x, y, *, config=None, batch_size=None, sample_weight=None) -> list:
+def evaluate(net, state, x, y=None, *, config=None, batch_size=None, sample_weight=None,
+             steps=None) -> list:  # fmt: skip
     """``[loss, *metrics]`` in evaluation mode over all of (x, y), as Keras: the loss is
-    sum(w L) / n plus L1/L2, each metric its sample-weighted mean."""
+    sum(w L) / n plus L1/L2, each metric its sample-weighted mean. ``x`` may be a stream
+    (as for ``fit``; ``steps`` batches of it)."""
     config = config_of(net, config)
     check_state(net, state)
+    if sources.is_stream(x):
+        from nnfun import fit_stream
+
+        return fit_stream.evaluate(net, config, state, x, y, batch_size=batch_size,
+                                   steps=steps, sample_weight=sample_weight)  # fmt: skip
     x, y = validation.check_data(net, config.loss, x, y)
     w = sample_weights("sample_weight", sample_weight, x.shape[0])
     batch_size = validation.check_optional_int("batch_size", batch_size, 1)
@@ -376,10 +417,15 @@ def evaluate(net, state, x, y, *, config=None, batch_size=None, sample_weight=No
     return [float(v) for v in parallel.fetch(values)]
 
 
-def predict(net, state, x, *, batch_size=None, as_numpy=True):
+def predict(net, state, x, *, batch_size=None, as_numpy=True, steps=None):
     """Outputs of the network in evaluation mode, (batch, outputs), in batches of
-    ``batch_size`` (default: all at once)."""
+    ``batch_size`` (default: all at once); ``x`` may be a stream (``steps`` batches)."""
     check_state(net, state)
+    if sources.is_stream(x):
+        from nnfun import fit_stream
+
+        return fit_stream.predict(net, state, x, _apply_eval(net), batch_size=batch_size,
+                                  steps=steps)  # fmt: skip
     x = validation.check_x(net, x)
     batch_size = validation.check_optional_int("batch_size", batch_size, 1)
     apply = _apply_eval(net)

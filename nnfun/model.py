@@ -49,6 +49,12 @@ def _rows_trained(x, validation_split, validation_data) -> int:
     return split_at(n, validation_split) if validation_split and validation_data is None else n
 
 
+def _streamed(x) -> bool:
+    from nnfun.sources import is_stream
+
+    return is_stream(x) and not isinstance(x, np.memmap)
+
+
 class Sequential(Network):
     """A stack of layers with the Keras methods. ``key`` (a PRNG key or an int seed) fixes
     the initial weights and the training randomness; by default it is drawn from the
@@ -77,7 +83,7 @@ class Sequential(Network):
 
     def _build_for(self, x) -> None:
         """Builds from the data's per-sample shape when no layer declared the input's."""
-        if self.state is None and self._input_shape is None:
+        if self.state is None and self._input_shape is None and not _streamed(x):
             try:
                 self.input_shape  # noqa: B018 - raises when unknown
             except ValueError:
@@ -126,7 +132,8 @@ class Sequential(Network):
         ``key`` fixes the initial weights and training randomness of a model not built yet.
         nnfun's own options pass through to :func:`nnfun.fit.fit`: ``track``,
         ``checkpoint_dir``, ``checkpoint_every``, ``keep_checkpoints``, ``epochs_per_chunk``,
-        ``mesh``.
+        ``mesh``, and for streams (generators, PyDatasets, Grain, memory-mapped arrays)
+        ``steps_per_epoch``, ``validation_steps``, ``steps_per_execution``.
         """
         config = self._require_compiled("fit")
         if key is not None:
@@ -162,8 +169,11 @@ class Sequential(Network):
         self.state = state
         result = History()
         result.set_model(self)
-        steps = train.steps_per_epoch(_rows_trained(x, validation_split, validation_data),
-                                      32 if batch_size is None else batch_size)  # fmt: skip
+        if _streamed(x):
+            steps = options.get("steps_per_epoch") or getattr(x, "__len__", lambda: None)()
+        else:
+            steps = train.steps_per_epoch(_rows_trained(x, validation_split, validation_data),
+                                          32 if batch_size is None else batch_size)  # fmt: skip
         result.set_params({"epochs": epochs, "steps": steps, "verbose": verbose})
         result.stopped = history.pop("stopped", None)
         result.best_epoch = history.pop("best_epoch", None)
@@ -176,21 +186,21 @@ class Sequential(Network):
         self.state = state
 
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None,
-                 return_dict=False):  # fmt: skip
+                 steps=None, return_dict=False):  # fmt: skip
         """The loss (a float) without metrics, else ``[loss, *metrics]`` (or a dict with
         ``return_dict``), in evaluation mode; the loss includes L1/L2."""
         config = self._require_compiled("evaluate")
         self._build_for(x)
         values = fitting.evaluate(self, self.state, x, y, config=config, batch_size=batch_size,
-                                  sample_weight=sample_weight)  # fmt: skip
+                                  sample_weight=sample_weight, steps=steps)  # fmt: skip
         if return_dict:
             return dict(zip(("loss", *config.metrics), values, strict=True))
         return values[0] if len(values) == 1 else values
 
-    def predict(self, x, batch_size=None, verbose="auto") -> np.ndarray:
+    def predict(self, x, batch_size=None, verbose="auto", steps=None) -> np.ndarray:
         """Network outputs for x in evaluation mode, as a NumPy array (batch, outputs)."""
         self._build_for(x)
-        return fitting.predict(self, self.state, x, batch_size=batch_size)
+        return fitting.predict(self, self.state, x, batch_size=batch_size, steps=steps)
 
     # ---- inspection, weights and saving (Keras's names) -------------------------------------
     def _layer_names(self) -> list[str]:

@@ -102,8 +102,10 @@ def runs(tmp_path_factory):
     first = parallel.replicate(worker.fresh_state(5), parallel.data_mesh())
     parallel.save_checkpoint(base / "here", 3, first, metadata={"writer": "test"})
     # The fit comes last: until it works on several processes it ends that launch.
-    multi = launch(2, 2, BUILDING_BLOCKS + ",user_errors,fit", base / "multi", base / "here")
-    single = launch(1, 4, BUILDING_BLOCKS + ",fit", base / "single", base / "multi" / "checkpoint")
+    multi = launch(2, 2, BUILDING_BLOCKS + ",user_errors,fit,stream", base / "multi",
+                   base / "here")  # fmt: skip
+    single = launch(1, 4, BUILDING_BLOCKS + ",fit,stream", base / "single",
+                    base / "multi" / "checkpoint")  # fmt: skip
     written = base / "single" / "checkpoint"
     back = None  # stays None when the chain broke earlier: the checkpoint test says where
     if parallel.latest_checkpoint_step(written) is not None:
@@ -238,3 +240,20 @@ def test_restore_without_a_checkpoint_names_the_directory(tmp_path):
     assert parallel.latest_checkpoint_step(tmp_path) is None
     with pytest.raises(ValueError, match=f"directory: no checkpoint in {tmp_path}"):
         parallel.restore_checkpoint(tmp_path, worker.fresh_state(0))
+
+
+def test_stream_shares_on_two_processes_match_one(runs):
+    """Each process reads its own share (4 and 3 batches): every process takes 4 steps, the
+    missing rows masked, and trains as one process reading the global batches."""
+    multi, single = result(runs["multi"], "stream"), result(runs["single"], "stream")
+    assert [r["rows"] for r in multi] == [[4, 4, 4, 4], [4, 4, 2]]
+    assert single[0]["rows"] == [8, 8, 6, 4]
+    ref = single[0]
+    for r in multi:
+        assert r["step"] == ref["step"] == 8 and r["replicated"]
+        np.testing.assert_allclose(r["loss"], ref["loss"], rtol=0, atol=1e-5)
+        np.testing.assert_allclose(r["accuracy"], ref["accuracy"], rtol=0, atol=1e-6)
+        chex.assert_trees_all_close(
+            [np.asarray(p) for p in r["params"]], [np.asarray(p) for p in ref["params"]],
+            atol=1e-5, rtol=0,
+        )  # fmt: skip
