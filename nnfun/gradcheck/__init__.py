@@ -14,6 +14,15 @@ Inside ``jit`` (checked training): ``leaf_errors(manual, reference)`` gives the 
 per leaf as an array, to compare with ``tolerance(dtype)``.
 """
 
+from nnfun.gradcheck.course import (
+    CourseCheck,
+    check_course,
+    difference,
+    from_course,
+    samples_from_course,
+    to_course,
+    unfused,
+)
 from nnfun.gradcheck.errors import (
     GradCheck,
     LeafError,
@@ -35,6 +44,7 @@ from nnfun.gradcheck.pieces import (
 )
 
 __all__ = [
+    "CourseCheck",
     "GradCheck",
     "LeafError",
     "NetworkCheck",
@@ -42,14 +52,20 @@ __all__ = [
     "Report",
     "check",
     "check_activation",
+    "check_course",
     "check_derivative",
     "check_layer",
     "check_loss",
     "check_network",
     "check_vjp",
     "compare",
+    "difference",
     "finite_differences",
+    "from_course",
     "leaf_errors",
     "leaf_names",
+    "samples_from_course",
+    "to_course",
     "tolerance",
+    "unfused",
 ]
