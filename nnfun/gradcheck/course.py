@@ -78,6 +78,12 @@ def formula(grad, gradapprox) -> float:
     return float(np.linalg.norm(grad - gradapprox) / denominator) if denominator else 0.0
 
 
+def readout(value: float) -> str:
+    """The difference with the digits it can be trusted to: 8 significant ones for a
+    mistake (rounding moves the 10th), 2 for the rounding noise of a right gradient."""
+    return f"{value:.8g}" if value > MISTAKE else f"{value:.2e}"
+
+
 def verdict(value: float) -> str:
     """The course's reading of its difference."""
     if value < GREAT:
@@ -195,7 +201,7 @@ class CourseCheck(errors.GradCheck):
     def __str__(self) -> str:
         return "\n".join([
             super().__str__(),
-            f"difference (epsilon {self.epsilon:g}): {self.difference:.10e}, "
+            f"difference (epsilon {self.epsilon:g}): {readout(self.difference)}, "
             f"{verdict(self.difference)}",
         ])  # fmt: skip
 

@@ -180,10 +180,10 @@ class Report:
                     f"  worst at {leaf.worst_index}: manual {leaf.manual:.6g} vs "
                     f"{self.reference} {leaf.reference:.6g}"
                 )
-            sample = ""
-            if 0 <= leaf.checked + leaf.kinks < leaf.size:
-                sample = f" of {leaf.size}, a random sample"
-            text += f" ({leaf.checked}{sample} checked{kinks})"
+            of, sample = "", ""
+            if 0 <= leaf.checked + leaf.kinks < leaf.size:  # finite differences' sample
+                of, sample = f" of {leaf.size}", ", a random sample"
+            text += f" ({leaf.checked}{of} checked{kinks}{sample})"
             out.append(text + ("" if ok else blame(leaf)))
         return out
 

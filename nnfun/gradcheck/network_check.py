@@ -146,7 +146,7 @@ class NetworkCheck(errors.GradCheck):
         return text
 
     def __str__(self) -> str:
-        lines = [f"loss J: {self.loss_form}"] if self.loss_form else []
+        lines = [f"loss: {self.loss_form}"] if self.loss_form else []
         for mode, report in zip(self._modes(), self.reports, strict=True):
             tol = errors.tolerance_text(report.tol)
             lines.append(f"manual vs {report.reference}, {mode} mode (tol {tol})")
@@ -155,8 +155,8 @@ class NetworkCheck(errors.GradCheck):
             used, total = self.difference_elements
             over = "" if used == total else f" over {used} of {total} elements"
             lines.append(
-                f"course's difference ||grad - gradapprox|| / (||grad|| + ||gradapprox||) "
-                f"(epsilon {self.epsilon:g}{over}): {self.difference:.10e}, "
+                f"the course's difference ||grad - gradapprox|| / (||grad|| + ||gradapprox||)"
+                f" (epsilon {self.epsilon:g}{over}): {course.readout(self.difference)}, "
                 f"{course.verdict(self.difference)}"
             )
         lines.append(
@@ -245,8 +245,8 @@ def _loss_form(net, loss) -> str:
     if fused is None:
         return f"{loss.name} of the output layer's values"
     return (
-        f"{fused.name}: {loss.name} computed from the logits, fused with "
-        f"{_label(net.layers[-1])} (fused=False: from the probabilities)"
+        f"{loss.name} computed from the logits, fused with {_label(net.layers[-1])} "
+        "(fused=False: from its probabilities)"
     )
 
 
