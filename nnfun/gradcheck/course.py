@@ -6,10 +6,15 @@ The course compares a whole gradient with one number,
 with epsilon = 1e-7 and the verdicts "< 1e-7 great, > 2e-7 a mistake". Its last digits
 depend on how J rounds: each J carries a rounding error of about ulp(J) (1e-16 for J near
 1 in float64), which the division by 2 epsilon turns into about 1e-9 in every gradapprox_i.
-A correct gradient therefore gives a difference of about 1e-9 (rounding noise, not an
-error), and a wrong one a value that agrees between two implementations of the same J (in
-NumPy and in XLA, or from the logits and from the probabilities) to about 9 significant
-digits only: the course's own printed 0.2850931567761624 varies from the 10th digit.
+Far more where the course's form of the loss computes log(1 - a) with a near 1 (on the
+course's data a = 0.9989 for a sample labelled 0: 1 - a keeps 3 digits fewer). A correct
+gradient therefore gives a difference of 1e-9 to 1e-7 (rounding noise, not an error: 1.2e-7
+on the course's own data in its form, 8.6e-10 from the logits), and a wrong one a value
+that two implementations of the same J agree on to 7-9 significant digits only: on the
+course's data NumPy gives 0.2850931567761624 (its published value) or 0.2850931567206389
+(sum / m instead of 1/m * sum), nnfun 0.2850931565577 from the probabilities and
+0.2850931493326 from the logits, the closest to the exact value (0.28509314(9) with a step
+of 1e-6, where rounding weighs 10 times less).
 
 Its layout: parameters ``{"W1": (n_1, n_0), "b1": (n_1, 1), ...}``, gradients ``{"dW1", "db1",
 ...}``, samples as columns (X of shape (n_x, m)). nnfun's: ``[{"W": (n_0, n_1), "b": (n_1,)},
