@@ -46,12 +46,11 @@ GREAT, MISTAKE = 1e-7, 2e-7  # the course's verdicts
 
 def difference(
     loss_fn, params, grads, *, epsilon: float = EPSILON, max_elements: int | None = None,
-    seed: int = 0, counts: bool = False,
-):  # fmt: skip
+    seed: int = 0,
+) -> float:  # fmt: skip
     """The course's difference of ``grads`` against central differences of ``loss_fn`` at
     ``params`` with step ``epsilon``, over every element (or about ``max_elements`` sampled,
-    at least 4 per leaf), in float64 on the CPU. A float; with ``counts`` also
-    ``(compared, total)`` elements."""
+    at least 4 per leaf), in float64 on the CPU."""
     with errors.cpu64():
         params = errors.to_cpu64(jax.tree.map(jnp.asarray, params))
         grads = errors.to_cpu64(jax.tree.map(jnp.asarray, grads))
@@ -73,7 +72,7 @@ def difference(
         values = finite._evaluate(f, flat, idx, epsilon, steps=(1.0, -1.0))
         approx = (values[:, 0] - values[:, 1]) / (2 * epsilon)
         value = formula(grad[idx], approx)
-    return (value, (idx.size, total)) if counts else value
+    return value
 
 
 def formula(grad, gradapprox) -> float:

@@ -58,8 +58,8 @@ class NetworkCheck(errors.GradCheck):
 
     ``autodiff`` and ``finite_differences`` are in ``mode``; ``eval_check`` holds the same
     comparisons in evaluation mode when they ran. ``difference`` is the course's number
-    ||grad - gradapprox|| / (||grad|| + ||gradapprox||) with step ``epsilon`` (see
-    ``gradcheck.difference``), over ``difference_elements`` of the gradient's elements.
+    ||grad - gradapprox|| / (||grad|| + ||gradapprox||) with step ``epsilon`` over all the
+    ``elements`` (see ``gradcheck.difference``); None when not computed.
     """
 
     pieces: tuple[PieceCheck, ...] = ()
@@ -67,8 +67,8 @@ class NetworkCheck(errors.GradCheck):
     eval_check: errors.GradCheck | None = None
     loss_form: str = ""
     difference: float | None = None
-    epsilon: float = course.EPSILON
-    difference_elements: tuple[int, int] = (0, 0)  # (compared, total)
+    epsilon: float | None = course.EPSILON
+    elements: int = 0  # in the gradient
 
     def __post_init__(self):
         super().__post_init__()
@@ -152,12 +152,15 @@ class NetworkCheck(errors.GradCheck):
             lines.append(f"manual vs {report.reference}, {mode} mode (tol {tol})")
             lines += report.lines(lambda leaf, mode=mode: self.blame(leaf, mode))
         if self.difference is not None:
-            used, total = self.difference_elements
-            over = "" if used == total else f" over {used} of {total} elements"
             lines.append(
                 f"the course's difference ||grad - gradapprox|| / (||grad|| + ||gradapprox||)"
-                f" (epsilon {self.epsilon:g}{over}): {course.readout(self.difference)}, "
+                f" (epsilon {self.epsilon:g}): {course.readout(self.difference)}, "
                 f"{course.verdict(self.difference)}"
+            )
+        elif self.finite_differences is not None and self.epsilon is not None:
+            lines.append(
+                f"the course's difference: over all {self.elements} elements only, more than "
+                "max_elements; gradcheck.difference computes it"
             )
         lines.append(
             "layer by layer, in backprop order (each against jax.vjp on its real input; "
@@ -181,7 +184,7 @@ def check_network(
     train: bool | None = None,
     fused: bool = True,
     finite_diff: bool = True,
-    epsilon: float = course.EPSILON,
+    epsilon: float | None = course.EPSILON,
     max_elements: int = 2048,
     seed: int = 0,
     **kwargs,
@@ -194,7 +197,9 @@ def check_network(
     ``train=True``/``False`` checks that mode only. ``fused=False`` computes a sigmoid or
     softmax output's loss from the probabilities (the course's log(a), log(1 - a)) instead
     of from the logits. With ``finite_diff`` the course's ``difference`` is reported too,
-    with step ``epsilon``. ``kwargs`` go to ``net.loss`` (state, key, sample_weight, mask,
+    with step ``epsilon`` (None: not computed), when the gradient has at most
+    ``max_elements`` elements (it is defined over all of them: 2 loss evaluations each).
+    ``kwargs`` go to ``net.loss`` (state, key, sample_weight, mask,
     l1, l2); in training mode a network with Dropout/RReLU and no key gets
     ``jax.random.key(seed)``, the same masks on every evaluation. ``compute_dtype`` is
     dropped: the check's point is float64.
@@ -226,17 +231,14 @@ def check_network(
         if both:
             layers = _merge(layers, _pieces(net, params, x, y, loss=loss, seed=seed, train=False,
                                             only=differs, **kwargs))  # fmt: skip
-        diff, used = None, (0, 0)
-        if finite_diff:
-            diff, used = course.difference(
-                loss_fn, params, grads, epsilon=epsilon, max_elements=max_elements, seed=seed,
-                counts=True,
-            )  # fmt: skip
+        diff, total = None, sum(int(np.size(leaf)) for leaf in jax.tree.leaves(params))
+        if finite_diff and epsilon is not None and total <= max_elements:
+            diff = course.difference(loss_fn, params, grads, epsilon=epsilon)
         return NetworkCheck(
             main.autodiff, main.finite_differences, pieces=tuple(layers),
             mode="train" if mode_train else "eval", eval_check=eval_check,
             loss_form=_loss_form(net, loss), difference=diff, epsilon=epsilon,
-            difference_elements=used,
+            elements=total,
         )  # fmt: skip
 
 
