@@ -37,8 +37,17 @@ class UnweightedBatchNorm(BatchNorm):
         return super().backward(params, (x_hat, inv_std, train, None), dy)
 
 
-def bn_net(norm):
-    return nnfun.Network([Dense(3, input_dim=3), norm, Activation("tanh"), Dense(3, "softmax")])
+@dataclass(frozen=True)
+class HalfWeightDense(Dense):
+    """Planted bug, the same in both modes: dW = X^T dZ / 2."""
+
+    def backward_affine(self, params, cache, dz):
+        grads, dx = super().backward_affine(params, cache, dz)
+        return {**grads, "W": grads["W"] / 2}, dx
+
+
+def bn_net(norm, first=Dense):
+    return nnfun.Network([first(3, input_dim=3), norm, Activation("tanh"), Dense(3, "softmax")])
 
 
 @pytest.fixture(scope="module")
@@ -103,3 +112,11 @@ def test_the_layer_by_layer_pass_weighs_batch_norm_as_the_network_does(params):
         bn_net(BatchNorm()), params, X, Y, loss=CCE, sample_weight=W, finite_diff=False
     )
     right.assert_ok()
+    # A layer checked in training mode only is its own culprit in evaluation mode too.
+    half = gradcheck.check_network(
+        bn_net(BatchNorm(), HalfWeightDense), params, X, Y, loss=CCE, finite_diff=False
+    )
+    assert [r.reference for r in half.reports] == ["jax.grad", "jax.grad"]  # train, eval
+    for mode, report in zip(("train", "eval"), half.reports, strict=True):
+        assert [leaf.path for leaf in report.failures] == ["[0]['W']"]
+        assert half.blame(report.failures[0], mode) == "  <- layer 0's own backward"

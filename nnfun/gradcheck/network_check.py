@@ -99,7 +99,9 @@ class NetworkCheck(errors.GradCheck):
         layer = errors.layer_of(leaf.path)
         if layer is None:
             return ""
-        in_mode = [piece for piece in self.pieces if piece.mode == mode]
+        # A layer checked in one mode only behaves the same in both.
+        own_mode = {piece.layer for piece in self.pieces if piece.mode == mode}
+        in_mode = [p for p in self.pieces if p.mode == mode or p.layer not in own_mode]
         own = any(
             piece.layer == layer and any(f.path == leaf.path for f in piece.report.failures)
             for piece in in_mode
@@ -109,8 +111,9 @@ class NetworkCheck(errors.GradCheck):
             if piece.wrong_dx and (piece.layer is None or piece.layer > layer)
         ]  # fmt: skip
         source = None
-        if above:  # the nearest one: backprop order puts it last among those above
-            source = "the loss" if above[-1].layer is None else f"layer {above[-1].layer}"
+        if above:  # the nearest one
+            nearest = min((p.layer for p in above if p.layer is not None), default=None)
+            source = "the loss" if nearest is None else f"layer {nearest}"
         if own:
             return f"  <- layer {layer}'s own backward" + (
                 f", and inherited from {source}" if source else ""
