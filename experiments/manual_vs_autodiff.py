@@ -79,7 +79,7 @@ def cases(quick: bool) -> list[tuple[str, str, nnfun.Sequential, str, dict]]:
     # training (the batch mean absorbs it), which leaves nothing to compare.
     bn = nnfun.Sequential([D(4, "tanh"), nnfun.BatchNorm(), D(CLASSES, "softmax")], FEATURES)
     out.append(("regulariser", "BatchNorm (train)", bn, cce, {"train": True, "bn": True}))
-    out.append(("regulariser", "BatchNorm (eval)", bn, cce, {"bn": True}))
+    out.append(("regulariser", "BatchNorm (eval)", bn, cce, {"bn": True, "train": False}))
     for name, layer in (("Maxout(4, 3)", nnfun.Maxout(4, pieces=3)), ("PReLU", nnfun.PReLU()),
                         ("RReLU (train, fixed key)", nnfun.RReLU())):  # fmt: skip
         first = [layer] if isinstance(layer, nnfun.Maxout) else [D(4), layer]

@@ -176,13 +176,31 @@ class Report:
             if leaf.note:
                 text += f"  {leaf.note}"
             elif leaf.checked:
-                text += f"  worst at {leaf.worst_index}: {leaf.manual:.6g} vs {leaf.reference:.6g}"
-            text += f" ({leaf.checked} checked{kinks})"
+                text += (
+                    f"  worst at {leaf.worst_index}: manual {leaf.manual:.6g} vs "
+                    f"{self.reference} {leaf.reference:.6g}"
+                )
+            of, sample = "", ""
+            if 0 <= leaf.checked + leaf.kinks < leaf.size:  # finite differences' sample
+                of, sample = f" of {leaf.size}", ", a random sample"
+            text += f" ({leaf.checked}{of} checked{kinks}{sample})"
             out.append(text + ("" if ok else blame(leaf)))
         return out
 
+    def header(self) -> str:
+        """``manual vs jax.grad (tol 3.5e-04, float32's sqrt(eps))``."""
+        return f"manual vs {self.reference} (tol {tolerance_text(self.tol)})"
+
     def __str__(self) -> str:
-        return "\n".join([f"manual vs {self.reference} (tol {self.tol:.1e})", *self.lines()])
+        return "\n".join([self.header(), *self.lines()])
+
+
+def tolerance_text(tol: float) -> str:
+    """``3.5e-04, float32's sqrt(eps)`` when ``tol`` is a dtype's tolerance, else ``1.0e-05``."""
+    for dtype in ("float64", "float32", "bfloat16", "float16"):
+        if tol == tolerance(dtype):
+            return f"{tol:.1e}, {dtype}'s sqrt(eps)"
+    return f"{tol:.1e}"
 
 
 @dataclass(frozen=True)

@@ -99,15 +99,18 @@ def estimate(
     )
 
 
-def _evaluate(batched: Callable, flat, idx: np.ndarray, eps: float) -> np.ndarray:
-    """f at p + s eps e_i for s in (1, -1, 2, -2) and every sampled i: (len(idx), 4).
+def _evaluate(
+    batched: Callable, flat, idx: np.ndarray, eps: float, steps=(1.0, -1.0, 2.0, -2.0)
+) -> np.ndarray:
+    """f at p + s eps e_i for s in ``steps`` and every sampled i: (len(idx), len(steps)).
 
     In chunks of a fixed number of points (the last one padded), so that ``batched``
     compiles once and memory stays at chunk x n.
     """
     n = flat.size
-    steps = np.array([1.0, -1.0, 2.0, -2.0]) * eps
-    rows = np.repeat(idx, 4)
+    k = len(steps)
+    steps = np.asarray(steps, np.float64) * eps
+    rows = np.repeat(idx, k)
     shifts = np.tile(steps, idx.size)
     needed = 1 << max(int(rows.size) - 1, 0).bit_length()  # the next power of 2
     chunk = int(np.clip(2**22 // max(n, 1), 1, min(256, needed)))
@@ -118,7 +121,7 @@ def _evaluate(batched: Callable, flat, idx: np.ndarray, eps: float) -> np.ndarra
         r, s = np.pad(r, (0, pad)), np.pad(s, (0, pad))
         points = jnp.tile(flat, (chunk, 1)).at[np.arange(chunk), r].add(jnp.asarray(s))
         out.append(np.asarray(batched(points))[: chunk - pad])
-    return np.concatenate(out).reshape(-1, 4) if out else np.zeros((0, 4))
+    return np.concatenate(out).reshape(-1, k) if out else np.zeros((0, k))
 
 
 def _sizes(tree) -> list[int]:

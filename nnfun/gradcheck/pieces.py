@@ -237,7 +237,9 @@ def check_layer(
     finite_diff: bool = True,
 ) -> errors.GradCheck:
     """A layer's ``backward(params, cache, dy)`` against jax.vjp of its ``forward`` for a random
-    dy, both the parameter gradients and dx, in training and evaluation mode (or ``train``).
+    dy, both the parameter gradients and dx, in training and evaluation mode (or ``train``):
+    leaves named ``train ...`` are training mode's (BatchNorm's batch statistics, dropout
+    drawn from a fixed key), ``eval ...`` evaluation mode's (running statistics, no dropout).
 
     ``in_shape`` is the per-sample input shape (default ``(input_dim,)`` or ``(4,)``); params
     come from ``layer.init`` and x from a normal distribution, all float64 on the CPU. With
