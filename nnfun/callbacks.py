@@ -26,11 +26,8 @@ import numpy as np
 from nnfun.monitor import Monitor
 
 EPOCH_HOOKS = ("on_epoch_begin", "on_epoch_end")
-BATCH_HOOKS = (
-    "on_batch_begin",
-    "on_batch_end",
-    "on_train_batch_begin",
-    "on_train_batch_end",
+TRAIN_BATCH_HOOKS = ("on_batch_begin", "on_batch_end", "on_train_batch_begin", "on_train_batch_end")
+UNCALLED_BATCH_HOOKS = (
     "on_test_batch_begin",
     "on_test_batch_end",
     "on_predict_batch_begin",
@@ -67,12 +64,35 @@ class Callback:
     def on_epoch_end(self, epoch: int, logs=None) -> None:
         pass
 
+    def on_train_batch_begin(self, batch: int, logs=None) -> None:
+        """Before a training step; ``batch`` counts the epoch's steps from 0. With
+        ``steps_per_execution=K`` it is called once per K steps, with the group's first."""
+        self.on_batch_begin(batch, logs)
+
+    def on_train_batch_end(self, batch: int, logs=None) -> None:
+        """After a step (or a group of K: numbered as Keras 3 numbers it, the group's first
+        step + K - 1, even for a shorter last group); ``logs`` holds the epoch's running
+        "loss" and metrics so far, as Keras's."""
+        self.on_batch_end(batch, logs)
+
+    def on_batch_begin(self, batch: int, logs=None) -> None:
+        pass
+
+    def on_batch_end(self, batch: int, logs=None) -> None:
+        pass
+
     @property
     def needs_every_epoch(self) -> bool:
         """True when an epoch hook runs code of a class outside nnfun's own callbacks (it
         may read the current weights or stop the run), or the callback changes the
         learning rate between epochs."""
         return _user_hook(type(self), EPOCH_HOOKS)
+
+    @property
+    def needs_every_batch(self) -> bool:
+        """True when a training-batch hook is a class's outside nnfun: ``fit`` then runs
+        ``steps_per_execution`` steps per compiled call and calls it between them."""
+        return _user_hook(type(self), TRAIN_BATCH_HOOKS)
 
 
 def _user_hook(kind: type, hooks: tuple[str, ...]) -> bool:
@@ -387,12 +407,12 @@ def as_list(callbacks) -> list[Callback]:
     for i, cb in enumerate(callbacks):
         if not isinstance(cb, Callback):
             raise TypeError(f"callbacks[{i}]: expected an nnfun.callbacks.Callback, got {cb!r}")
-        for hook in BATCH_HOOKS:
+        for hook in UNCALLED_BATCH_HOOKS:
             if getattr(type(cb), hook, None) is not None:
                 raise ValueError(
-                    f"callbacks[{i}] ({type(cb).__name__}) defines {hook}: nnfun runs each "
-                    "epoch as one compiled program, so there are no per-batch hooks; use "
-                    "on_epoch_end, or fit(..., track={...}) for per-epoch probes"
+                    f"callbacks[{i}] ({type(cb).__name__}) defines {hook}: fit validates "
+                    "inside its compiled epoch, so it calls no test or predict batch hooks; "
+                    "use on_epoch_end (or on_train_batch_end for training steps)"
                 )
     if sum(isinstance(cb, EarlyStopping) for cb in callbacks) > 1:
         raise ValueError("callbacks: expected at most one EarlyStopping, got two")

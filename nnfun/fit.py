@@ -23,6 +23,7 @@ import numpy as np
 from nnfun import callbacks as cbs
 from nnfun import chunks, fit_checkpoints, fit_history, parallel, probes, sources, train, validation
 from nnfun import epochs as programs
+from nnfun.batch_hooks import BatchHooks
 from nnfun.fit_inputs import prepare_data, sample_weights
 from nnfun.progress import Progress
 from nnfun.run_record import RunRecord
@@ -170,6 +171,15 @@ def fit(
         )  # fmt: skip
         validation.check_batchnorm_batches(net, data[0].shape[0], batch_size)
     callbacks = cbs.as_list(callbacks)
+    if feed is None and any(c.needs_every_batch for c in callbacks):
+        if jax.process_count() > 1:
+            raise ValueError("callbacks: training-batch hooks are not supported on several "
+                             "processes yet; use on_epoch_end")  # fmt: skip
+        from nnfun.fit_stream import Feed
+
+        feed = Feed.from_arrays(net, config, data, batch_size=batch_size, shuffle=shuffle,
+                                steps_per_execution=steps_per_execution, mesh=mesh)  # fmt: skip
+        data = feed.data
     if early_stopping is not None:
         validation.check_instance("early_stopping", early_stopping, cbs.EarlyStopping,
                                   "an nnfun.EarlyStopping")  # fmt: skip
@@ -206,6 +216,15 @@ def fit(
         steps = train.steps_per_epoch(data[0].shape[0], batch_size)
     progress = Progress(verbose, epochs_, record.epoch, steps)
     handle = model if model is not None else RunHandle(run.state)
+    if feed is not None and any(c.needs_every_batch for c in callbacks):
+
+        def show_state(state):
+            if isinstance(handle, RunHandle):
+                handle.state = state
+            if on_state is not None:
+                on_state(state)
+
+        feed.batch_hooks = BatchHooks(callbacks, handle, show_state, tuple(config.metrics))
     for c in callbacks:
         c.set_model(handle)
         c.set_params({"epochs": epochs_, "steps": steps, "verbose": verbose})

@@ -62,6 +62,20 @@ class Feed:
         elif validation_data is not None:
             self.data = (None, None, None, *_validation_arrays(net, config, validation_data))
         self.checker = sources.BatchChecker(net, config.loss, self.source.name)
+        self.batch_hooks = None  # BatchHooks when a callback has training-batch hooks
+
+    @classmethod
+    def from_arrays(cls, net, config, data, *, batch_size, shuffle, steps_per_execution, mesh):
+        """A feed over arrays already prepared by ``fit`` (split, weighted): the same batches
+        in the same order as the compiled epoch, read a group of steps at a time."""
+        x, y, w = data[:3]
+        source = sources.ArraySource(x, y, w, batch_size, bool(shuffle))
+        feed = cls(net, config, source, None, batch_size=batch_size, steps_per_epoch=None,
+                   validation_data=None, validation_steps=None, validation_split=0.0,
+                   shuffle=shuffle, sample_weight=None, class_weight=None,
+                   steps_per_execution=steps_per_execution, mesh=mesh)  # fmt: skip
+        feed.data = (None, None, None, *data[3:])
+        return feed
 
     def global_steps(self) -> int:
         """Steps of an epoch on every process: the most batches a process has
@@ -160,11 +174,18 @@ class StreamProgram:
             rows = self.plan.batch_size // jax.process_count()
             checked = _filled(checked, feed.global_steps(), feed.checker, rows)
         groups = prefetch.Prefetcher(prefetch.groups(checked, feed.k, rows), feed.mesh)
-        parts = []
+        parts, step, hooks = [], 0, feed.batch_hooks
         try:
             for g in groups:
+                if hooks is not None:
+                    hooks.begin(step)
                 state, metrics = self.steps(state, g.x, g.y, g.w, g.mask, jnp.int32(g.count))
                 parts.append(jax.tree.map(lambda a, c=g.count: a[:c], metrics))
+                # Keras 3's number for the group's end: its first step + K - 1 (a shorter
+                # last group included)
+                if hooks is not None and hooks.end(step + feed.k - 1, state, parts):
+                    break  # a hook set stop_training: the epoch ends here, as in Keras
+                step += g.count
         finally:  # an error or Ctrl-C here: the reading thread stops too
             groups.close()
         feed.source.end_epoch()

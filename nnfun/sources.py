@@ -106,7 +106,9 @@ class ArraySource(Source):
                                  f"shape {np.shape(a)}")  # fmt: skip
         if y is None:
             raise ValueError(f"y: expected targets with the memory-mapped {name}, got None")
-        self.x, self.y, self.w, self.name = x, y, sample_weight, f"{name} (memory-mapped)"
+        mapped = isinstance(x, np.memmap)
+        self.x, self.y, self.w = x, y, sample_weight
+        self.name = f"{name} (memory-mapped)" if mapped else name
         self.n, self.batch_size, self.shuffle = n, batch_size, shuffle
 
     def steps(self) -> int:
@@ -285,6 +287,8 @@ def _from_json(state):
 def open_source(x, y=None, sample_weight=None, *, batch_size=32, steps=None, shuffle=True,
                 name="x") -> Source:  # fmt: skip
     """The Source reading ``x`` (y and sample_weight only with a memory-mapped x)."""
+    if isinstance(x, Source):
+        return x
     if isinstance(x, np.memmap):
         return ArraySource(x, y, sample_weight, batch_size, shuffle, name)
     for arg, value in (("y", y), ("sample_weight", sample_weight)):

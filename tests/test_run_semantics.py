@@ -312,3 +312,49 @@ def test_saving_refuses_a_folder_holding_something_else(tmp_path):
         model.save(weights)
     model.save(saved)  # saving again over its own kind replaces it
     model.save_weights(weights)
+
+
+# ---- training-batch hooks, against Keras --------------------------------------------------
+def batch_recorder(base, stop_at=None):
+    """A callback class on ``base`` recording every hook call; optionally stopping after
+    training step ``stop_at`` of the first epoch."""
+
+    class Recorder(base):
+        def __init__(self):
+            super().__init__()
+            self.calls, self.kernels = [], []
+
+        def on_train_batch_begin(self, batch, logs=None):
+            self.calls.append(("begin", batch, None))
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.calls.append(("end", batch, float(logs["loss"])))
+            self.kernels.append(np.asarray(self.model.get_weights()[0]))
+            if stop_at is not None and batch >= stop_at:
+                self.model.stop_training = True
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.calls.append(("epoch", epoch, float(logs["loss"])))
+
+    return Recorder()
+
+
+@pytest.mark.parametrize(("k", "stop_at"), [(1, None), (2, None), (1, 2)])
+def test_training_batch_hooks_match_keras(keras, k, stop_at):
+    kmodel, nmodel = twins(keras)
+    kmodel.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy",
+                   steps_per_execution=k)  # fmt: skip
+    seen = {}
+    for name, model, base in (("keras", kmodel, keras.callbacks.Callback),
+                              ("nnfun", nmodel, nnfun.Callback)):  # fmt: skip
+        rec = batch_recorder(base, stop_at)
+        extra = {"steps_per_execution": k} if name == "nnfun" else {}
+        model.fit(X, Y, epochs=2, batch_size=8, shuffle=False, verbose=0, callbacks=[rec],
+                  **extra)  # fmt: skip
+        seen[name] = rec
+    kcalls, ncalls = seen["keras"].calls, seen["nnfun"].calls
+    assert [c[:2] for c in ncalls] == [c[:2] for c in kcalls]  # which hooks, which steps
+    np.testing.assert_allclose([c[2] for c in ncalls if c[2] is not None],
+                               [c[2] for c in kcalls if c[2] is not None], rtol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(seen["nnfun"].kernels, seen["keras"].kernels, atol=1e-6)
+    np.testing.assert_allclose(nmodel.get_weights()[0], kmodel.get_weights()[0], atol=1e-6)

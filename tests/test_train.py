@@ -445,16 +445,16 @@ def test_callbacks_csv_logger_user_hooks_and_stop_training(tmp_path):
     assert float(rows[2].split(",")[2]) == pytest.approx(history.history["loss"][1])
 
     class PerBatch(nnfun.Callback):
-        def on_train_batch_end(self, batch, logs=None):
+        def on_test_batch_end(self, batch, logs=None):
             pass
 
-    with pytest.raises(ValueError, match="on_train_batch_end"):
+    with pytest.raises(ValueError, match="on_test_batch_end"):
         model.fit(X, Y, callbacks=[PerBatch()], verbose=0)
 
 
 # ---- bad input to the loop and the face --------------------------------------------------
 class PerBatch(nnfun.Callback):
-    def on_train_batch_end(self, batch, logs=None):
+    def on_test_batch_end(self, batch, logs=None):
         pass
 
 
@@ -494,10 +494,10 @@ FACE_CASES = [
         ["mode:", "'min'", "'up'"],
     ),  # fmt: skip
     (
-        "callback with per-batch hooks",
+        "callback with test-batch hooks",
         lambda: face().fit(X, Y, verbose=0, callbacks=[PerBatch()]),
         ValueError,
-        ["callbacks[0]", "on_train_batch_end", "on_epoch_end"],
+        ["callbacks[0]", "on_test_batch_end", "on_epoch_end"],
     ),  # fmt: skip
     (
         "callbacks not callbacks",
