@@ -86,11 +86,15 @@ class Sequential(Network):
         self.build()
 
     # ---- training -----------------------------------------------------------------------
-    def compile(self, loss="categorical_crossentropy", optimizer="adam", metrics=(), **config):
-        """Chooses loss, optimiser and metrics (Keras style). After ``fit`` it takes effect
-        from the next step: the weights stay; the optimiser's moments stay when only its
-        hyper-parameters (learning rate) change, and start afresh when the optimiser does."""
-        self.compiled = train.Config.make(loss=loss, optimizer=optimizer, metrics=metrics,
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, **config):
+        """Chooses optimiser, loss and metrics in Keras's order and with Keras's default
+        optimiser (RMSprop). After ``fit`` it takes effect from the next step: the weights
+        stay; the optimiser's moments stay when only its hyper-parameters (learning rate)
+        change, and start afresh when the optimiser does. Layers' ``trainable`` flags are
+        read here, as Keras reads them."""
+        if loss is None:
+            raise ValueError("loss: expected a loss name, object or function, got None")
+        self.compiled = train.Config.make(loss=loss, optimizer=optimizer, metrics=metrics or (),
                                           **config)  # fmt: skip
         if self.state is not None:
             self.state = train.with_optimizer(self.state, self.compiled)
