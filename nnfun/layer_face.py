@@ -75,8 +75,9 @@ class WeightsOfLayer:
     def get_weights(self) -> list:
         """This layer's weights as NumPy arrays, in Keras's order (as the model's)."""
         model, i = owner(self)
-        return [w for (j, *_), w in zip(model._weights(), model.get_weights(), strict=True)
-                if j == i]  # fmt: skip
+        return [
+            w for (j, *_), w in zip(model._weights(), model.get_weights(), strict=True) if j == i
+        ]
 
     def set_weights(self, weights) -> None:
         """Replaces this layer's weights (``get_weights``' order and shapes)."""
@@ -99,14 +100,20 @@ class WeightsOfLayer:
         model, i = owner(self)
         if not self.trainable:
             return []
-        return [w for (j, kind, *_), w in zip(model._weights(), model.get_weights(), strict=True)
-                if j == i and kind == "params"]  # fmt: skip
+        return [
+            w
+            for (j, kind, *_), w in zip(model._weights(), model.get_weights(), strict=True)
+            if j == i and kind == "params"
+        ]
 
     @property
     def non_trainable_weights(self) -> list:
         model, i = owner(self)
-        return [w for (j, kind, *_), w in zip(model._weights(), model.get_weights(), strict=True)
-                if j == i and (kind == "state" or not self.trainable)]  # fmt: skip
+        return [
+            w
+            for (j, kind, *_), w in zip(model._weights(), model.get_weights(), strict=True)
+            if j == i and (kind == "state" or not self.trainable)
+        ]
 
 
 def frozen(inner: optax.GradientTransformation, trainable) -> optax.GradientTransformation:
@@ -118,7 +125,9 @@ def frozen(inner: optax.GradientTransformation, trainable) -> optax.GradientTran
 
     def update(updates, state, params=None):
         updates, state = inner.update(updates, state, params)
-        return [u if t else jax.tree.map(jnp.zeros_like, u)
-                for u, t in zip(updates, trainable, strict=True)], state  # fmt: skip
+        return [
+            u if t else jax.tree.map(jnp.zeros_like, u)
+            for u, t in zip(updates, trainable, strict=True)
+        ], state
 
     return optax.GradientTransformation(inner.init, update)

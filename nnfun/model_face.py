@@ -59,21 +59,29 @@ class KerasModelMethods:
     def non_trainable_weights(self) -> list:
         return [w for layer in self.layers for w in layer.non_trainable_weights]
 
-    def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None,
-                       return_dict=False):  # fmt: skip
+    def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict=False):
         """One optimisation step on the batch; returns its loss (and metrics) before the
         step, as Keras. ``model.history`` is left as the last ``fit`` left it."""
         history = self.history
-        logs = self.fit(x, y, batch_size=len(x), epochs=1, shuffle=False, verbose=0,
-                        sample_weight=sample_weight, class_weight=class_weight).history  # fmt: skip
+        logs = self.fit(
+            x,
+            y,
+            batch_size=len(x),
+            epochs=1,
+            shuffle=False,
+            verbose=0,
+            sample_weight=sample_weight,
+            class_weight=class_weight,
+        ).history
         self.history = history
         values = {k: v[-1] for k, v in logs.items() if isinstance(v, list)}
         return values if return_dict else _scalar_or_list(list(values.values()))
 
     def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False):
         """The loss (and metrics) on one batch, in evaluation mode."""
-        return self.evaluate(x, y, batch_size=len(x), verbose=0, sample_weight=sample_weight,
-                             return_dict=return_dict)  # fmt: skip
+        return self.evaluate(
+            x, y, batch_size=len(x), verbose=0, sample_weight=sample_weight, return_dict=return_dict
+        )
 
     def predict_on_batch(self, x):
         return self.predict(x, batch_size=len(x), verbose=0)

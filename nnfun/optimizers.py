@@ -115,9 +115,8 @@ _RULES = {
     "adam": (
         _adam,
         lambda h: (0.0,) * (3 if h["amsgrad"] else 2),
-        {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7,
-         "amsgrad": False},
-    ),  # fmt: skip
+        {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7, "amsgrad": False},
+    ),
     "adamax": (
         _adamax,
         lambda h: (0.0, 0.0),
@@ -148,12 +147,14 @@ NAMES = tuple(sorted((*_RULES, *ALIASES)))
 def _clip(grads, clipnorm, clipvalue, global_clipnorm):
     """Keras's gradient clipping (at most one of the three is set)."""
     if clipnorm:
-        return jax.tree.map(lambda g: g * clipnorm / jnp.maximum(jnp.linalg.norm(g), clipnorm),
-                            grads)  # fmt: skip
+        return jax.tree.map(
+            lambda g: g * clipnorm / jnp.maximum(jnp.linalg.norm(g), clipnorm), grads
+        )
     if global_clipnorm:
         norm = optax.global_norm(grads)
-        return jax.tree.map(lambda g: g * global_clipnorm / jnp.maximum(norm, global_clipnorm),
-                            grads)  # fmt: skip
+        return jax.tree.map(
+            lambda g: g * global_clipnorm / jnp.maximum(norm, global_clipnorm), grads
+        )
     if clipvalue:
         return jax.tree.map(lambda g: jnp.clip(g, -clipvalue, clipvalue), grads)
     return grads
@@ -186,8 +187,9 @@ def keras_rule(name: str, learning_rate, **hyper) -> optax.GradientTransformatio
         if decay:
             if params is None:
                 raise ValueError("params: weight_decay needs the parameters in update()")
-            updates = jax.tree.map(lambda u, p: u - p * (decay * jnp.asarray(lr, p.dtype)),
-                                   updates, params)  # fmt: skip
+            updates = jax.tree.map(
+                lambda u, p: u - p * (decay * jnp.asarray(lr, p.dtype)), updates, params
+            )
         return updates, KerasState(state.count + 1, slots)
 
     return optax.GradientTransformation(init, update)
@@ -243,88 +245,196 @@ class Optimizer:
 
 
 def _clip_args(weight_decay, clipnorm, clipvalue, global_clipnorm) -> dict:
-    return {"weight_decay": weight_decay, "clipnorm": clipnorm, "clipvalue": clipvalue,
-            "global_clipnorm": global_clipnorm}  # fmt: skip
+    return {
+        "weight_decay": weight_decay,
+        "clipnorm": clipnorm,
+        "clipvalue": clipvalue,
+        "global_clipnorm": global_clipnorm,
+    }
 
 
 class SGD(Optimizer):
     name = "sgd"
 
-    def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, weight_decay=None,
-                 clipnorm=None, clipvalue=None, global_clipnorm=None):  # fmt: skip
-        super().__init__(learning_rate=learning_rate, momentum=momentum, nesterov=nesterov,
-                         **_clip_args(weight_decay, clipnorm, clipvalue, global_clipnorm))  # fmt: skip
+    def __init__(
+        self,
+        learning_rate=0.01,
+        momentum=0.0,
+        nesterov=False,
+        weight_decay=None,
+        clipnorm=None,
+        clipvalue=None,
+        global_clipnorm=None,
+    ):
+        super().__init__(
+            learning_rate=learning_rate,
+            momentum=momentum,
+            nesterov=nesterov,
+            **_clip_args(weight_decay, clipnorm, clipvalue, global_clipnorm),
+        )
 
 
 class RMSprop(Optimizer):
     name = "rmsprop"
 
-    def __init__(self, learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7, centered=False,
-                 weight_decay=None, clipnorm=None, clipvalue=None, global_clipnorm=None):  # fmt: skip
-        super().__init__(learning_rate=learning_rate, rho=rho, momentum=momentum,
-                         epsilon=epsilon, centered=centered,
-                         **_clip_args(weight_decay, clipnorm, clipvalue, global_clipnorm))  # fmt: skip
+    def __init__(
+        self,
+        learning_rate=0.001,
+        rho=0.9,
+        momentum=0.0,
+        epsilon=1e-7,
+        centered=False,
+        weight_decay=None,
+        clipnorm=None,
+        clipvalue=None,
+        global_clipnorm=None,
+    ):
+        super().__init__(
+            learning_rate=learning_rate,
+            rho=rho,
+            momentum=momentum,
+            epsilon=epsilon,
+            centered=centered,
+            **_clip_args(weight_decay, clipnorm, clipvalue, global_clipnorm),
+        )
 
 
 class Adagrad(Optimizer):
     name = "adagrad"
 
-    def __init__(self, learning_rate=0.001, initial_accumulator_value=0.1, epsilon=1e-7,
-                 weight_decay=None, clipnorm=None, clipvalue=None, global_clipnorm=None):  # fmt: skip
-        super().__init__(learning_rate=learning_rate,
-                         initial_accumulator_value=initial_accumulator_value, epsilon=epsilon,
-                         **_clip_args(weight_decay, clipnorm, clipvalue, global_clipnorm))  # fmt: skip
+    def __init__(
+        self,
+        learning_rate=0.001,
+        initial_accumulator_value=0.1,
+        epsilon=1e-7,
+        weight_decay=None,
+        clipnorm=None,
+        clipvalue=None,
+        global_clipnorm=None,
+    ):
+        super().__init__(
+            learning_rate=learning_rate,
+            initial_accumulator_value=initial_accumulator_value,
+            epsilon=epsilon,
+            **_clip_args(weight_decay, clipnorm, clipvalue, global_clipnorm),
+        )
 
 
 class Adam(Optimizer):
     name = "adam"
 
-    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
-                 amsgrad=False, weight_decay=None, clipnorm=None, clipvalue=None,
-                 global_clipnorm=None):  # fmt: skip
-        super().__init__(learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2,
-                         epsilon=epsilon, amsgrad=amsgrad,
-                         **_clip_args(weight_decay, clipnorm, clipvalue, global_clipnorm))  # fmt: skip
+    def __init__(
+        self,
+        learning_rate=0.001,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-7,
+        amsgrad=False,
+        weight_decay=None,
+        clipnorm=None,
+        clipvalue=None,
+        global_clipnorm=None,
+    ):
+        super().__init__(
+            learning_rate=learning_rate,
+            beta_1=beta_1,
+            beta_2=beta_2,
+            epsilon=epsilon,
+            amsgrad=amsgrad,
+            **_clip_args(weight_decay, clipnorm, clipvalue, global_clipnorm),
+        )
 
 
 class AdamW(Optimizer):
     name = "adamw"
 
-    def __init__(self, learning_rate=0.001, weight_decay=0.004, beta_1=0.9, beta_2=0.999,
-                 epsilon=1e-7, amsgrad=False, clipnorm=None, clipvalue=None,
-                 global_clipnorm=None):  # fmt: skip
-        super().__init__(learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2,
-                         epsilon=epsilon, amsgrad=amsgrad,
-                         **_clip_args(weight_decay, clipnorm, clipvalue, global_clipnorm))  # fmt: skip
+    def __init__(
+        self,
+        learning_rate=0.001,
+        weight_decay=0.004,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-7,
+        amsgrad=False,
+        clipnorm=None,
+        clipvalue=None,
+        global_clipnorm=None,
+    ):
+        super().__init__(
+            learning_rate=learning_rate,
+            beta_1=beta_1,
+            beta_2=beta_2,
+            epsilon=epsilon,
+            amsgrad=amsgrad,
+            **_clip_args(weight_decay, clipnorm, clipvalue, global_clipnorm),
+        )
 
 
 class Adamax(Optimizer):
     name = "adamax"
 
-    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
-                 weight_decay=None, clipnorm=None, clipvalue=None, global_clipnorm=None):  # fmt: skip
-        super().__init__(learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2,
-                         epsilon=epsilon,
-                         **_clip_args(weight_decay, clipnorm, clipvalue, global_clipnorm))  # fmt: skip
+    def __init__(
+        self,
+        learning_rate=0.001,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-7,
+        weight_decay=None,
+        clipnorm=None,
+        clipvalue=None,
+        global_clipnorm=None,
+    ):
+        super().__init__(
+            learning_rate=learning_rate,
+            beta_1=beta_1,
+            beta_2=beta_2,
+            epsilon=epsilon,
+            **_clip_args(weight_decay, clipnorm, clipvalue, global_clipnorm),
+        )
 
 
 class Nadam(Optimizer):
     name = "nadam"
 
-    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
-                 weight_decay=None, clipnorm=None, clipvalue=None, global_clipnorm=None):  # fmt: skip
-        super().__init__(learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2,
-                         epsilon=epsilon,
-                         **_clip_args(weight_decay, clipnorm, clipvalue, global_clipnorm))  # fmt: skip
+    def __init__(
+        self,
+        learning_rate=0.001,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-7,
+        weight_decay=None,
+        clipnorm=None,
+        clipvalue=None,
+        global_clipnorm=None,
+    ):
+        super().__init__(
+            learning_rate=learning_rate,
+            beta_1=beta_1,
+            beta_2=beta_2,
+            epsilon=epsilon,
+            **_clip_args(weight_decay, clipnorm, clipvalue, global_clipnorm),
+        )
 
 
 class Adadelta(Optimizer):
     name = "adadelta"
 
-    def __init__(self, learning_rate=0.001, rho=0.95, epsilon=1e-7, weight_decay=None,
-                 clipnorm=None, clipvalue=None, global_clipnorm=None):  # fmt: skip
-        super().__init__(learning_rate=learning_rate, rho=rho, epsilon=epsilon,
-                         **_clip_args(weight_decay, clipnorm, clipvalue, global_clipnorm))  # fmt: skip
+    def __init__(
+        self,
+        learning_rate=0.001,
+        rho=0.95,
+        epsilon=1e-7,
+        weight_decay=None,
+        clipnorm=None,
+        clipvalue=None,
+        global_clipnorm=None,
+    ):
+        super().__init__(
+            learning_rate=learning_rate,
+            rho=rho,
+            epsilon=epsilon,
+            **_clip_args(weight_decay, clipnorm, clipvalue, global_clipnorm),
+        )
 
 
 CLASSES = {c.name: c for c in (SGD, RMSprop, Adagrad, Adam, AdamW, Adamax, Nadam, Adadelta)}
