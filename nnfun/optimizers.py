@@ -151,7 +151,7 @@ def _clip(grads, clipnorm, clipvalue, global_clipnorm):
             lambda g: g * clipnorm / jnp.maximum(jnp.linalg.norm(g), clipnorm), grads
         )
     if global_clipnorm:
-        norm = optax.global_norm(grads)
+        norm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads)))
         return jax.tree.map(
             lambda g: g * global_clipnorm / jnp.maximum(norm, global_clipnorm), grads
         )
