@@ -104,3 +104,15 @@ def test_pop_keeps_the_other_layers_weights():
     m.pop()
     assert all(np.array_equal(a, b) for a, b in zip(before[:4], m.get_weights(), strict=True))
     assert m.output_shape == (None, 2)
+
+
+def test_names_and_trainable_are_saved(tmp_path):
+    m = nnfun.Sequential(
+        [nnfun.Input(shape=(3,)), nnfun.Dense(4, name="base", trainable=False), nnfun.Dense(2)]
+    )
+    m.compile(optimizer=optimizers.Adam(0.02), loss="mse")
+    m.save(tmp_path / "m")
+    restored = nnfun.load_model(tmp_path / "m")
+    assert [layer.name for layer in restored.layers] == ["base", None]
+    assert [layer.trainable for layer in restored.layers] == [False, True]
+    assert restored.compiled.optimizer_name == "adam"
