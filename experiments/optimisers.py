@@ -54,7 +54,7 @@ def build() -> nnfun.Sequential:
 def run(name: str, split, seeds: int, epochs: int) -> dict:
     """Trains `seeds` models with optimiser `name` in one vmapped program."""
     net = build()
-    config = nnfun.Config.make(LOSS, name, ["accuracy"])
+    config = nnfun.Config.make(LOSS, name, ["accuracy"], learning_rate=learning_rate(name))
     # The same key for every optimiser: identical initial weights and batch order.
     states = nnfun.train.init_many(net, config, jax.random.split(jax.random.key(0), seeds))
     states, hist = nnfun.train.fit_many(
