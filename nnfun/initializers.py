@@ -90,3 +90,42 @@ def get(init: str | Initializer) -> Initializer:
     raise ValueError(
         f"initializer: expected one of {sorted(INITIALIZERS)} or a callable, got {init!r}"
     )
+
+
+# ---- Keras's initializer classes: the rules above under Keras's names and arguments ---------
+# (``seed`` is accepted and unused: the layer's key decides the draw.)
+def Zeros() -> Initializer:  # noqa: N802
+    return zeros
+
+
+def Ones() -> Initializer:  # noqa: N802
+    return constant(1.0)
+
+
+def Constant(value=0.0) -> Initializer:  # noqa: N802
+    return constant(float(value))
+
+
+def RandomNormal(mean=0.0, stddev=0.05, seed=None) -> Initializer:  # noqa: N802
+    return lambda key, shape, dtype=jnp.float32: mean + normal(stddev)(key, shape, dtype)
+
+
+def RandomUniform(minval=-0.05, maxval=0.05, seed=None) -> Initializer:  # noqa: N802
+    return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, minval,
+                                                                    maxval)  # fmt: skip
+
+
+def GlorotUniform(seed=None) -> Initializer:  # noqa: N802
+    return glorot_uniform
+
+
+def GlorotNormal(seed=None) -> Initializer:  # noqa: N802
+    return glorot_normal
+
+
+def HeNormal(seed=None) -> Initializer:  # noqa: N802
+    return he_normal
+
+
+def HeUniform(seed=None) -> Initializer:  # noqa: N802
+    return he_uniform

@@ -18,14 +18,18 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from nnfun import activations, initializers, regularizers
+from nnfun import activations, initializers, layer_face, regularizers
 
 Array = jax.Array
 Params = dict[str, Array]
 
 
-class Layer:
-    """Defaults for layers without parameters, state or randomness."""
+class Layer(layer_face.WeightsOfLayer):
+    """Defaults for layers without parameters, state or randomness; Keras's ``name`` and
+    ``trainable`` (:mod:`nnfun.layer_face`)."""
+
+    name: str | None = None  # None: the model names it after its class
+    trainable = True  # False: compile() leaves its parameters as they are
 
     stochastic = False  # needs a key in training
     weighs_samples = False  # forward takes sample_weight (BatchNorm's batch statistics)
@@ -466,6 +470,15 @@ class Activation(Layer):
     def backward(self, params, cache, dy):
         z, a = cache
         return {}, activations.get(self.activation).vjp(z, a, dy)
+
+
+def _equip_all(cls: type) -> None:
+    for sub in cls.__subclasses__():
+        layer_face.equip(sub)
+        _equip_all(sub)
+
+
+_equip_all(Layer)
 
 
 @dataclass(frozen=True)

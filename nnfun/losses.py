@@ -140,13 +140,19 @@ FUSED: dict[tuple[str, str], Loss] = {
 }
 
 
-def get(loss: str | Loss) -> Loss:
-    """Looks a loss up by name; records pass through."""
+def get(loss: str | Loss | Callable) -> Loss:
+    """Looks a loss up by name; records pass through; a function ``fn(y_true, y_pred)`` of
+    per-sample losses becomes a record (autodiff only)."""
     if isinstance(loss, Loss):
         return loss
     if isinstance(loss, str) and loss in LOSSES:
         return LOSSES[loss]
-    raise ValueError(f"loss: expected one of {sorted(LOSSES)} or a Loss, got {loss!r}")
+    if callable(loss) and not isinstance(loss, str):
+        return _from_function(loss)
+    raise ValueError(
+        f"loss: expected one of {sorted(LOSSES)}, a Loss or a function (y_true, y_pred), "
+        f"got {loss!r}"
+    )
 
 
 def _normalised(weights: Array | None, mask: Array | None, batch: int, dtype) -> Array:
@@ -176,3 +182,80 @@ def gradient(loss: Loss, pred: Array, y: Array, weights: Array | None = None,
     validation.check_loss_args(pred, y, weights)
     y = targets_like(pred, y)
     return _normalised(weights, mask, pred.shape[0], pred.dtype)[:, None] * loss.grad(pred, y)
+
+
+def _from_function(fn: Callable) -> Loss:
+    """A Keras-style function ``fn(y_true, y_pred) -> (batch,)`` as a Loss; its gradient
+    comes from autodiff only (grad="autodiff")."""
+    name = getattr(fn, "__name__", type(fn).__name__)
+
+    def no_manual_grad(a, y):
+        raise ValueError(
+            f"loss: {name} is a function without a hand-written derivative; compile with "
+            "grad='autodiff' (the default) to train with it"
+        )
+
+    return Loss(name, lambda a, y: fn(targets_like(a, y), a), no_manual_grad)
+
+
+# ---- Keras's loss classes (the records above, with Keras's arguments) ----------------------
+def _keras_class(kind: str, name: str, from_logits=False, **rest) -> Loss:
+    for arg, value in rest.items():
+        default = {"label_smoothing": 0.0, "reduction": "sum_over_batch_size"}.get(arg)
+        if arg in ("axis", "name", "dtype") or value == default:
+            continue
+        raise ValueError(f"{kind}: {arg}: only {default!r} is offered, got {value!r}")
+    return LOSSES[f"{name}_from_logits" if from_logits else name]
+
+
+def MeanSquaredError(reduction="sum_over_batch_size", name=None, dtype=None) -> Loss:  # noqa: N802
+    return _keras_class("MeanSquaredError", "mean_squared_error", reduction=reduction)
+
+
+def BinaryCrossentropy(
+    from_logits=False,
+    label_smoothing=0.0,
+    axis=-1,  # noqa: N802
+    reduction="sum_over_batch_size",
+    name=None,
+    dtype=None,
+) -> Loss:
+    return _keras_class(
+        "BinaryCrossentropy",
+        "binary_crossentropy",
+        from_logits,
+        label_smoothing=label_smoothing,
+        reduction=reduction,
+    )
+
+
+def CategoricalCrossentropy(
+    from_logits=False,
+    label_smoothing=0.0,
+    axis=-1,  # noqa: N802
+    reduction="sum_over_batch_size",
+    name=None,
+    dtype=None,
+) -> Loss:
+    return _keras_class(
+        "CategoricalCrossentropy",
+        "categorical_crossentropy",
+        from_logits,
+        label_smoothing=label_smoothing,
+        reduction=reduction,
+    )
+
+
+def SparseCategoricalCrossentropy(
+    from_logits=False,
+    reduction="sum_over_batch_size",  # noqa: N802
+    name=None,
+    dtype=None,
+) -> Loss:
+    # Integer labels are one-hot encoded by targets_like: the categorical records serve.
+    return _keras_class(
+        "SparseCategoricalCrossentropy",
+        "categorical_crossentropy",
+        from_logits,
+        reduction=reduction,
+    )

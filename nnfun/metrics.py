@@ -18,8 +18,15 @@ from nnfun import losses
 Array = jax.Array
 Metric = Callable[[Array, Array], Array]
 
-ALIASES = {"acc": "accuracy"}
-NAMES = ("accuracy", "acc", "mae", "mse")
+ALIASES = {  # Keras's spellings; the log keeps the name given, as Keras's does
+    "acc": "accuracy",
+    "binary_accuracy": "accuracy",
+    "categorical_accuracy": "accuracy",
+    "sparse_categorical_accuracy": "accuracy",
+    "mean_absolute_error": "mae",
+    "mean_squared_error": "mse",
+}
+NAMES = ("accuracy", "mae", "mse", *ALIASES)
 
 
 def _accuracy(output: Array, y: Array, threshold: float) -> Array:
@@ -53,3 +60,23 @@ def get(name: str, loss: losses.Loss | str | None = None) -> Metric:
         threshold = 0.0 if from_logits else 0.5
         return lambda output, y: _accuracy(output, y, threshold)
     return {"mae": _mae, "mse": _mse}[name]
+
+
+# ---- Keras's metric classes: each stands for its name (the key it logs under) -------------
+def _named(default: str):
+    def metric(name: str = default, dtype=None, **options) -> str:
+        if name != default:
+            raise ValueError(f"name: only the default name {default!r} is offered, got {name!r}")
+        if options.get("threshold", 0.5) != 0.5:
+            raise ValueError(f"threshold: only 0.5 is offered, got {options['threshold']!r}")
+        return default
+
+    return metric
+
+
+Accuracy = _named("accuracy")
+BinaryAccuracy = _named("binary_accuracy")
+CategoricalAccuracy = _named("categorical_accuracy")
+SparseCategoricalAccuracy = _named("sparse_categorical_accuracy")
+MeanAbsoluteError = _named("mean_absolute_error")
+MeanSquaredError = _named("mean_squared_error")

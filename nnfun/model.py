@@ -19,6 +19,8 @@ import numpy as np
 from nnfun import fit as fitting
 from nnfun import train
 from nnfun.callbacks import History
+from nnfun.layer_face import frozen
+from nnfun.model_face import KerasModelMethods
 from nnfun.network import Network
 
 _seeds = {"seed": 0, "drawn": 0}
@@ -55,7 +57,7 @@ def _streamed(x) -> bool:
     return is_stream(x) and not isinstance(x, np.memmap)
 
 
-class Sequential(Network):
+class Sequential(KerasModelMethods, Network):
     """A stack of layers with the Keras methods. ``key`` (a PRNG key or an int seed) fixes
     the initial weights and the training randomness; by default it is drawn from the
     process-wide sequence (``set_random_seed``)."""
@@ -92,12 +94,18 @@ class Sequential(Network):
         self.build()
 
     # ---- training -----------------------------------------------------------------------
-    def compile(self, loss="categorical_crossentropy", optimizer="adam", metrics=(), **config):
-        """Chooses loss, optimiser and metrics (Keras style). After ``fit`` it takes effect
-        from the next step: the weights stay; the optimiser's moments stay when only its
-        hyper-parameters (learning rate) change, and start afresh when the optimiser does."""
-        self.compiled = train.Config.make(loss=loss, optimizer=optimizer, metrics=metrics,
-                                          **config)  # fmt: skip
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, **config):
+        """Chooses optimiser, loss and metrics in Keras's order and with Keras's default
+        optimiser (RMSprop). After ``fit`` it takes effect from the next step: the weights
+        stay; the optimiser's moments stay when only its hyper-parameters (learning rate)
+        change, and start afresh when the optimiser does. Layers' ``trainable`` flags are
+        read here, as Keras reads them."""
+        if loss is None:
+            raise ValueError("loss: expected a loss name, object or function, got None")
+        compiled = train.Config.make(loss=loss, optimizer=optimizer, metrics=metrics or (),
+                                     **config)  # fmt: skip
+        trainable = [layer.trainable for layer in self.layers]
+        self.compiled = compiled._replace(optimizer=frozen(compiled.optimizer, trainable))
         if self.state is not None:
             self.state = train.with_optimizer(self.state, self.compiled)
         return self
@@ -207,8 +215,8 @@ class Sequential(Network):
         """Keras-style names: the class in snake_case, numbered from the second of a kind."""
         names, seen = [], {}
         for layer in self.layers:
-            base = _snake(type(layer).__name__)
-            count = seen.get(base, 0)
+            base = layer.name or _snake(type(layer).__name__)
+            count = seen.get(base, 0) if layer.name is None else 0
             seen[base] = count + 1
             names.append(base if count == 0 else f"{base}_{count}")
         return names

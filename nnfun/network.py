@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nnfun import losses, validation
+from nnfun import layer_face, losses, validation
 from nnfun.layers import Dense, Input, Layer
 
 Array = jax.Array
@@ -57,6 +57,8 @@ class Network:
             return self
         if not isinstance(layer, Layer):
             raise TypeError(f"layer: expected an nnfun layer such as Dense, got {layer!r}")
+        layer_face.equip(type(layer))
+        layer_face.attach(layer, self, len(self.layers))
         self.layers.append(layer)
         return self
 

@@ -27,7 +27,16 @@ from typing import Any
 import jax
 import numpy as np
 
-from nnfun import activations, checkpoint, initializers, layers, losses, regularizers, train
+from nnfun import (
+    activations,
+    checkpoint,
+    initializers,
+    layer_face,
+    layers,
+    losses,
+    regularizers,
+    train,
+)
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.json"
@@ -158,6 +167,9 @@ def _layer_config(i: int, layer) -> dict:
             if f.init
             and not (f.default is not dataclasses.MISSING and getattr(layer, f.name) == f.default)
         }
+        for attribute, default in (("name", None), ("trainable", True)):  # Keras's, beside them
+            if getattr(layer, attribute, default) != default:
+                config[attribute] = getattr(layer, attribute)
     else:
         raise TypeError(
             f"save: {where}: a custom layer must be a dataclass or define get_config() "
@@ -173,7 +185,8 @@ def _compile_config(model, state) -> dict | None:
         return None
     if config.optimizer_name is None:
         raise TypeError(
-            "save: the model was compiled with an optax GradientTransformation, which cannot "
+            "save: the model was compiled with an optax GradientTransformation (or an "
+            "nnfun.optimizers object with settings beyond its learning rate), which cannot "
             "be written as JSON; compile with an optimizer name ('adam', 'sgd', ...) and "
             "learning_rate=..., or save the weights alone with save_weights"
         )
@@ -372,6 +385,8 @@ def _build(config: dict, custom_objects, path: Path, sequential_class):
             k: _decode(v, custom_objects, f"{where} argument {k}", path)
             for k, v in entry["config"].items()
         }
+        if dataclasses.is_dataclass(cls) and not hasattr(cls, "from_config"):
+            layer_face.equip(cls)  # takes name= and trainable=
         try:
             built.append(cls.from_config(kwargs) if hasattr(cls, "from_config") else cls(**kwargs))
         except (TypeError, ValueError) as e:

@@ -20,44 +20,50 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from nnfun import losses, parallel, validation
+from nnfun import losses, optimizers, parallel, validation
 from nnfun.metrics import check as check_metric
 from nnfun.metrics import get as get_metric
 
 Array = jax.Array
 
 OPTIMIZERS: dict[str, tuple[Callable[..., optax.GradientTransformation], float]] = {
-    # name: (optax factory taking learning_rate, default learning rate)
-    "sgd": (optax.sgd, 0.01),
-    "gd": (optax.sgd, 0.01),
-    "momentum": (functools.partial(optax.sgd, momentum=0.9), 0.01),
-    "nesterov": (functools.partial(optax.sgd, momentum=0.9, nesterov=True), 0.01),
-    "adagrad": (optax.adagrad, 0.01),
-    "rmsprop": (optax.rmsprop, 0.001),
-    "adam": (optax.adam, 0.001),
-}
+    # name: (optax factory taking learning_rate, Keras's default learning rate)
+    name: (functools.partial(optimizers.keras_rule, base, **preset),
+           optimizers.default_learning_rate(name))
+    for name in optimizers.NAMES
+    for base, preset in [optimizers.ALIASES.get(name, (name, {}))]
+}  # fmt: skip
 GRADS = ("autodiff", "manual", "checked")
 
 
-def get_optimizer(name: str | optax.GradientTransformation, learning_rate=None):
-    """An optax optimiser by name (its learning rate injected so it can vary per model)."""
+def get_optimizer(name, learning_rate=None) -> optax.GradientTransformation:
+    """An optimiser by Keras's name or as an ``nnfun.optimizers`` object (Keras's update
+    rules, the learning rate injected so that it can vary per model and per epoch), or an
+    optax transformation as given."""
     if isinstance(name, optax.GradientTransformation):
         if learning_rate is not None:
             raise ValueError("learning_rate: give it to the optax optimizer you pass, not here")
         return name
-    if name not in OPTIMIZERS:
-        raise ValueError(
-            f"optimizer: expected one of {sorted(OPTIMIZERS)} or an optax "
-            f"GradientTransformation, got {name!r}"
-        )
-    factory, default = OPTIMIZERS[name]
-    lr = default if learning_rate is None else learning_rate
-    validation.check_learning_rate(lr)
-    if callable(lr):  # a schedule
-        return factory(learning_rate=lr)
-    # A float, so that an integer rate (1) is not stored as int32 and per-model rates
-    # (init_many) are not truncated to it.
-    return optax.inject_hyperparams(factory)(learning_rate=float(lr))
+    if isinstance(name, optimizers.Optimizer):
+        if learning_rate is not None:
+            raise ValueError(
+                f"learning_rate: give it to {type(name).__name__}(learning_rate=...), not here"
+            )
+        return name.transformation()
+    optimizer = optimizers.from_name(name)
+    if learning_rate is not None:
+        validation.check_learning_rate(learning_rate)
+    return optimizer.transformation(learning_rate)
+
+
+def _optimizer_name(optimizer) -> str | None:
+    """What a saved model records: the name, or an object's name when only its rate differs
+    from Keras's defaults; None when JSON cannot say it."""
+    if isinstance(optimizer, str):
+        return optimizer
+    if isinstance(optimizer, optimizers.Optimizer) and optimizer.is_default:
+        return optimizer.name
+    return None
 
 
 PRECISIONS = (None, "default", "high", "highest", "bfloat16", "tensorfloat32", "float32")
@@ -121,7 +127,7 @@ class Config(NamedTuple):
             compute_dtype,
             precision,
             check_every,
-            optimizer if isinstance(optimizer, str) else None,
+            _optimizer_name(optimizer),
         )
 
 

@@ -293,9 +293,9 @@ CASES = [
     ),
     (
         "unknown optimizer",
-        lambda: nnfun.Config.make("mse", "adamw"),
+        lambda: nnfun.Config.make("mse", "lamb"),
         ValueError,
-        ["optimizer:", "'rmsprop'", "'adamw'"],
+        ["optimizer:", "'rmsprop'", "'lamb'"],
     ),
     (
         "unknown metric",

@@ -166,7 +166,7 @@ def test_restoring_the_best_weights_keeps_step_optimizer_and_key_going():
     ran = len(hist["epoch"])
     assert hist["best_epoch"] == int(np.argmin(hist["val_loss"])) == es.best_epoch
     assert int(state.step) == 5 * ran  # 40 rows in batches of 8, every epoch run
-    assert int(state.opt_state.inner_state[0].count) == 5 * ran  # Adam's moments went on too
+    assert int(state.opt_state.inner_state.count) == 5 * ran  # Adam's moments went on too
     assert ran == es.best_epoch + 3 and es.stopped_epoch == hist["epoch"][-1]
     # The message and the history use one numbering.
     assert f"after epoch {hist['epoch'][-1]}" in hist["stopped"]

@@ -420,9 +420,9 @@ def test_recompiling_keeps_weights_and_applies_the_new_rate_or_optimizer():
     history = model.fit(X, Y, batch_size=30, epochs=2, verbose=0)
     assert np.all(np.isfinite(history.history["loss"]))
     # Adam's moments stay when only its rate changes.
-    mu = model.state.opt_state.inner_state[0].mu
+    mu = model.state.opt_state.inner_state.slots[0]  # Keras's m
     model.compile(loss="categorical_crossentropy", optimizer="adam", learning_rate=0.001)
-    chex.assert_trees_all_equal(model.state.opt_state.inner_state[0].mu, mu)
+    chex.assert_trees_all_equal(model.state.opt_state.inner_state.slots[0], mu)
     assert float(model.state.opt_state.hyperparams["learning_rate"]) == pytest.approx(0.001)
 
 
