@@ -17,7 +17,7 @@ import jax
 import numpy as np
 
 from nnfun import fit as fitting
-from nnfun import train
+from nnfun import train, validation
 from nnfun.callbacks import History
 from nnfun.layer_face import frozen
 from nnfun.model_face import KerasModelMethods
@@ -94,14 +94,20 @@ class Sequential(KerasModelMethods, Network):
         self.build()
 
     # ---- training -----------------------------------------------------------------------
-    def compile(self, optimizer="rmsprop", loss=None, metrics=None, **config):
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, *, steps_per_execution=1,
+                **config):  # fmt: skip
         """Chooses optimiser, loss and metrics in Keras's order and with Keras's default
         optimiser (RMSprop). After ``fit`` it takes effect from the next step: the weights
         stay; the optimiser's moments stay when only its hyper-parameters (learning rate)
         change, and start afresh when the optimiser does. Layers' ``trainable`` flags are
-        read here, as Keras reads them."""
+        read here, as Keras reads them. ``steps_per_execution`` is fit's default: the steps
+        per compiled call when reading a stream or calling training-batch hooks (arrays
+        without batch hooks run whole epochs per call)."""
         if loss is None:
             raise ValueError("loss: expected a loss name, object or function, got None")
+        self._steps_per_execution = validation.check_int(
+            "steps_per_execution", steps_per_execution, 1
+        )
         compiled = train.Config.make(loss=loss, optimizer=optimizer, metrics=metrics or (),
                                      **config)  # fmt: skip
         trainable = [layer.trainable for layer in self.layers]
@@ -153,6 +159,7 @@ class Sequential(KerasModelMethods, Network):
             self._key = train.as_key("key", key)
         self._build_for(x)
         self.stop_training = False
+        options.setdefault("steps_per_execution", getattr(self, "_steps_per_execution", 1))
         state, history = fitting.fit(
             self,
             x,

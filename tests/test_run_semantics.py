@@ -342,15 +342,15 @@ def batch_recorder(base, stop_at=None):
 @pytest.mark.parametrize(("k", "stop_at"), [(1, None), (2, None), (1, 2)])
 def test_training_batch_hooks_match_keras(keras, k, stop_at):
     kmodel, nmodel = twins(keras)
-    kmodel.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy",
-                   steps_per_execution=k)  # fmt: skip
+    for model in (kmodel, nmodel):
+        model.compile(optimizer=keras.optimizers.SGD(0.1) if model is kmodel else "sgd",
+                      loss="sparse_categorical_crossentropy", steps_per_execution=k,
+                      **({} if model is kmodel else {"learning_rate": 0.1}))  # fmt: skip
     seen = {}
     for name, model, base in (("keras", kmodel, keras.callbacks.Callback),
                               ("nnfun", nmodel, nnfun.Callback)):  # fmt: skip
         rec = batch_recorder(base, stop_at)
-        extra = {"steps_per_execution": k} if name == "nnfun" else {}
-        model.fit(X, Y, epochs=2, batch_size=8, shuffle=False, verbose=0, callbacks=[rec],
-                  **extra)  # fmt: skip
+        model.fit(X, Y, epochs=2, batch_size=8, shuffle=False, verbose=0, callbacks=[rec])
         seen[name] = rec
     kcalls, ncalls = seen["keras"].calls, seen["nnfun"].calls
     assert [c[:2] for c in ncalls] == [c[:2] for c in kcalls]  # which hooks, which steps
