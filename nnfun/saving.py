@@ -26,7 +26,17 @@ from typing import Any
 import jax
 import numpy as np
 
-from nnfun import activations, checkpoint, initializers, layers, losses, regularizers, train
+from nnfun import (
+    activations,
+    checkpoint,
+    conv,
+    initializers,
+    layers,
+    losses,
+    pooling,
+    regularizers,
+    train,
+)
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.json"
@@ -36,8 +46,12 @@ _STEP = 0  # one checkpoint per folder; saving again replaces it atomically
 _REGISTRY: dict[str, Any] = {}
 _BUILTIN_LAYERS = {
     cls.__name__: cls
-    for cls in vars(layers).values()
-    if isinstance(cls, type) and issubclass(cls, layers.Layer) and cls is not layers.Layer
+    for module in (layers, conv, pooling)
+    for cls in vars(module).values()
+    if isinstance(cls, type)
+    and issubclass(cls, layers.Layer)
+    and cls is not layers.Layer
+    and not cls.__name__.startswith("_")
 }
 _HOW_TO_REGISTER = (
     "register it with @nnfun.register (or nnfun.register(obj, name=...)) before saving, and "
