@@ -36,6 +36,7 @@ from nnfun import gradcheck, plotting
 
 NAME = "convnet"
 EPOCHS, QUICK_EPOCHS = 40, 10
+QUICK_TRAIN = 720  # training digits in --quick (of 1437)
 BATCH_SIZE = 64
 LEARNING_RATE = 0.005  # Adam
 SHIFTS = (0, 1, 2)  # pixels, in each of the four directions
@@ -149,10 +150,13 @@ def main(argv=None) -> bool:
     start = time.perf_counter()
     split = nnfun.data.load_digits()
     x_train, x_test = (v.reshape(-1, 8, 8, 1) for v in (split.x_train, split.x_test))
+    y_train = split.y_train
+    if args.quick:
+        x_train, y_train = x_train[:QUICK_TRAIN], y_train[:QUICK_TRAIN]
     nets = {"dense": dense_net(), "conv": conv_net()}
     results, first_params = {}, {}
     for name, net in nets.items():
-        states, hist = train(net, x_train, split.y_train, args.seeds, epochs)
+        states, hist = train(net, x_train, y_train, args.seeds, epochs)
         acc = accuracies(net, states.params, x_test, split.y_test)
         first_params[name] = nnfun.train.unstack(states)[0].params
         results[name] = {
@@ -161,7 +165,7 @@ def main(argv=None) -> bool:
             **{f"accuracy_shift_{s}": acc[i] for i, s in enumerate(SHIFTS)},
         }
     conv_params = first_params["conv"]
-    grad_error = gradient_check(nets["conv"], conv_params, x_train[:32], split.y_train[:32])
+    grad_error = gradient_check(nets["conv"], conv_params, x_train[:32], y_train[:32])
     filters = np.asarray(conv_params[0]["W"])[..., 0, :]  # (3, 3, 8)
     # An edge or stroke detector weighs some pixels against others: its weights sum to much
     # less than their absolute values do (a blob detector's sum equals its absolute sum).

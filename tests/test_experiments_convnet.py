@@ -7,9 +7,9 @@ from experiments import convnet
 
 
 def test_convnet(run_experiment):
-    m = run_experiment(convnet, "--seeds", "2")
+    m = run_experiment(convnet, "--seeds", "1")
     dense, conv = m["dense"], m["conv"]
     # By hand: dense 64*32 + 32 + 32*10 + 10; conv 9*8 + 8 + 9*8*16 + 16 + 2*2*16*10 + 10.
     assert (dense["params"], conv["params"]) == (2410, 1898)
-    assert min(conv["accuracy_shift_1"]) > max(dense["accuracy_shift_1"])
+    assert conv["accuracy_shift_1"][0] > dense["accuracy_shift_1"][0] + 0.05
     assert m["conv_grad_rel_error"] < 1e-10

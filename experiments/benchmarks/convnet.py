@@ -5,7 +5,7 @@ Workload: keras.io's MNIST convnet without its dropout (Conv2D(32, 3, relu) -> M
 -> Conv2D(64, 3, relu) -> MaxPooling2D -> Flatten -> Dense(10, softmax)), Adam 1e-3, batch
 128, float32, on MNIST-shaped random images (the speed does not depend on the pixels).
 Steady-state steps/s over whole epochs (compilation excluded: one warm-up epoch, then the
-median of repeats). Peers that are not installed are skipped with a line saying so. Prints a
+median of repeats, the variants interleaved). Peers that are not installed are skipped with a line saying so. Prints a
 table with each variant's ratio to the scan, writes JSON.
 """
 
@@ -133,16 +133,17 @@ def main(argv=None) -> dict:
     x = jnp.asarray(rng.random((n, 28, 28, 1), np.float32))
     y = jnp.asarray(rng.integers(0, 10, n).astype(np.int32))
     steps = n // BATCH
-    rows = {}
-    for name, make in VARIANTS.items():
-        epoch = make(x, y)
+    epochs = {name: make(x, y) for name, make in VARIANTS.items()}
+    for epoch in epochs.values():
         epoch()  # compiles
-        times = []
-        for _ in range(repeats):
+    # Repeats interleave the variants, so that a change in the machine's load hits them alike.
+    times = {name: [] for name in epochs}
+    for _ in range(repeats):
+        for name, epoch in epochs.items():
             t = time.perf_counter()
             epoch()
-            times.append(time.perf_counter() - t)
-        rows[name] = {"steps_per_s": steps / statistics.median(times)}
+            times[name].append(time.perf_counter() - t)
+    rows = {name: {"steps_per_s": steps / statistics.median(t)} for name, t in times.items()}
     missing = [f"{name} skipped: {module} is not installed" for name, module in PEERS.items()
                if importlib.util.find_spec(module) is None]  # fmt: skip
     if len(missing) < len(PEERS):
