@@ -5,8 +5,8 @@ Workload: keras.io's MNIST convnet without its dropout (Conv2D(32, 3, relu) -> M
 -> Conv2D(64, 3, relu) -> MaxPooling2D -> Flatten -> Dense(10, softmax)), Adam 1e-3, batch
 128, float32, on MNIST-shaped random images (the speed does not depend on the pixels).
 Steady-state steps/s over whole epochs (compilation excluded: one warm-up epoch, then the
-median of repeats, the variants interleaved). Peers that are not installed are skipped with a line saying so. Prints a
-table with each variant's ratio to the scan, writes JSON.
+median of repeats, the variants interleaved). Peers that are not installed are skipped with
+a line saying so. Prints a table with each variant's ratio to the scan, writes JSON.
 """
 
 from __future__ import annotations
