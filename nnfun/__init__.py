@@ -23,6 +23,7 @@ from nnfun.callbacks import (
     ReduceLROnPlateau,
     TerminateOnNaN,
 )
+from nnfun.conv import Conv1D, Conv2D
 from nnfun.layers import (
     Activation,
     BatchNorm,
@@ -33,34 +34,56 @@ from nnfun.layers import (
     Layer,
     Maxout,
     PReLU,
+    Reshape,
     RReLU,
 )
 from nnfun.model import Sequential, set_random_seed
 from nnfun.network import Network
+from nnfun.pooling import (
+    AveragePooling1D,
+    AveragePooling2D,
+    GlobalAveragePooling1D,
+    GlobalAveragePooling2D,
+    GlobalMaxPooling1D,
+    GlobalMaxPooling2D,
+    MaxPooling1D,
+    MaxPooling2D,
+)
 from nnfun.saving import load_model, register
 from nnfun.sources import PyDataset
 from nnfun.train import Config, TrainState
 
 __all__ = [
     "Activation",
+    "AveragePooling1D",
+    "AveragePooling2D",
     "BatchNorm",
     "CSVLogger",
     "Callback",
     "Config",
+    "Conv1D",
+    "Conv2D",
     "Dense",
     "Dropout",
     "EarlyStopping",
     "Flatten",
+    "GlobalAveragePooling1D",
+    "GlobalAveragePooling2D",
+    "GlobalMaxPooling1D",
+    "GlobalMaxPooling2D",
     "History",
     "Input",
     "Layer",
     "LearningRateScheduler",
+    "MaxPooling1D",
+    "MaxPooling2D",
     "Maxout",
     "ModelCheckpoint",
     "Network",
     "PReLU",
     "PyDataset",
     "RReLU",
+    "Reshape",
     "ReduceLROnPlateau",
     "Sequential",
     "TerminateOnNaN",

@@ -1,5 +1,8 @@
 """Weight initialisers: ``init(key, shape, dtype) -> array`` with fan_in = shape[0].
 
+The fan-based ones also take ``fans=(fan_in, fan_out)``: a convolution kernel (kh, kw, in,
+out) passes Keras's (kh * kw * in, kh * kw * out).
+
 zeros and constant exist to demonstrate the symmetry trap (every hidden unit of a layer
 stays identical); the notes' small random init is ``normal(0.01)``.
 """
@@ -15,7 +18,9 @@ import jax.numpy as jnp
 Initializer = Callable[[jax.Array, tuple[int, ...], jnp.dtype], jax.Array]
 
 
-def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
+def _fans(shape: tuple[int, ...], fans: tuple[int, int] | None = None) -> tuple[int, int]:
+    if fans is not None:
+        return fans
     fan_in = shape[0]
     fan_out = math.prod(shape[1:]) if len(shape) > 1 else 1
     return fan_in, fan_out
@@ -36,33 +41,33 @@ def normal(scale: float = 0.01) -> Initializer:
     return lambda key, shape, dtype=jnp.float32: scale * jax.random.normal(key, shape, dtype)
 
 
-def uniform_fan_in(key, shape, dtype=jnp.float32):
+def uniform_fan_in(key, shape, dtype=jnp.float32, *, fans=None):
     """U(-1/sqrt(fan_in), +1/sqrt(fan_in)), the notes' rule with d = fan_in."""
-    limit = 1.0 / math.sqrt(_fans(shape)[0])
+    limit = 1.0 / math.sqrt(_fans(shape, fans)[0])
     return jax.random.uniform(key, shape, dtype, -limit, limit)
 
 
-def glorot_uniform(key, shape, dtype=jnp.float32):
+def glorot_uniform(key, shape, dtype=jnp.float32, *, fans=None):
     """Xavier: U(-a, a) with a = sqrt(6 / (fan_in + fan_out))."""
-    fan_in, fan_out = _fans(shape)
+    fan_in, fan_out = _fans(shape, fans)
     limit = math.sqrt(6.0 / (fan_in + fan_out))
     return jax.random.uniform(key, shape, dtype, -limit, limit)
 
 
-def glorot_normal(key, shape, dtype=jnp.float32):
+def glorot_normal(key, shape, dtype=jnp.float32, *, fans=None):
     """Xavier: N(0, 2 / (fan_in + fan_out))."""
-    fan_in, fan_out = _fans(shape)
+    fan_in, fan_out = _fans(shape, fans)
     return math.sqrt(2.0 / (fan_in + fan_out)) * jax.random.normal(key, shape, dtype)
 
 
-def he_normal(key, shape, dtype=jnp.float32):
+def he_normal(key, shape, dtype=jnp.float32, *, fans=None):
     """He: N(0, 2 / fan_in), for ReLU layers."""
-    return math.sqrt(2.0 / _fans(shape)[0]) * jax.random.normal(key, shape, dtype)
+    return math.sqrt(2.0 / _fans(shape, fans)[0]) * jax.random.normal(key, shape, dtype)
 
 
-def he_uniform(key, shape, dtype=jnp.float32):
+def he_uniform(key, shape, dtype=jnp.float32, *, fans=None):
     """He: U(-a, a) with a = sqrt(6 / fan_in)."""
-    limit = math.sqrt(6.0 / _fans(shape)[0])
+    limit = math.sqrt(6.0 / _fans(shape, fans)[0])
     return jax.random.uniform(key, shape, dtype, -limit, limit)
 
 
@@ -79,6 +84,9 @@ INITIALIZERS: dict[str, Initializer] = {
     "he": he_normal,
     "he_uniform": he_uniform,
 }
+
+
+FAN_BASED = (uniform_fan_in, glorot_uniform, glorot_normal, he_normal, he_uniform)
 
 
 def get(init: str | Initializer) -> Initializer:

@@ -452,6 +452,46 @@ class Flatten(Layer):
 
 
 @dataclass(frozen=True)
+class Reshape(Layer):
+    """(batch, *in_shape) -> (batch, *target_shape), Keras's ``Reshape``; one entry of
+    ``target_shape`` may be -1 (inferred). The gradient is reshaped back."""
+
+    target_shape: tuple[int, ...]
+
+    def __post_init__(self):
+        shape = self.target_shape
+        dims = (shape,) if isinstance(shape, int) else shape
+        ok = isinstance(dims, (tuple, list)) and all(
+            isinstance(d, int) and not isinstance(d, bool) and (d > 0 or d == -1) for d in dims
+        )
+        if not ok or not dims or list(dims).count(-1) > 1:
+            raise ValueError(
+                f"Reshape: target_shape: expected positive ints (one may be -1), got {shape!r}"
+            )
+        object.__setattr__(self, "target_shape", tuple(dims))
+
+    def __str__(self):
+        return f"Reshape{self.target_shape}"
+
+    def output_shape(self, in_shape):
+        size, known = math.prod(in_shape), math.prod(d for d in self.target_shape if d != -1)
+        if (-1 in self.target_shape and size % known) or (
+            -1 not in self.target_shape and size != known
+        ):
+            raise ValueError(
+                f"{self}: cannot reshape per-sample shape {tuple(in_shape)} ({size} values) "
+                f"to {self.target_shape}"
+            )
+        return tuple(size // known if d == -1 else d for d in self.target_shape)
+
+    def forward(self, params, state, x, key=None, train=False):
+        return x.reshape(x.shape[0], *self.output_shape(x.shape[1:])), state, x.shape
+
+    def backward(self, params, cache, dy):
+        return {}, dy.reshape(cache)
+
+
+@dataclass(frozen=True)
 class Activation(Layer):
     """An activation on its own, e.g. after ``Dense(units)`` with no activation."""
 

@@ -30,10 +30,12 @@ import numpy as np
 from nnfun import (
     activations,
     checkpoint,
+    conv,
     initializers,
     layer_face,
     layers,
     losses,
+    pooling,
     regularizers,
     train,
 )
@@ -45,8 +47,12 @@ WEIGHTS_FILE = "weights.json"
 _REGISTRY: dict[str, Any] = {}
 _BUILTIN_LAYERS = {
     cls.__name__: cls
-    for cls in vars(layers).values()
-    if isinstance(cls, type) and issubclass(cls, layers.Layer) and cls is not layers.Layer
+    for module in (layers, conv, pooling)
+    for cls in vars(module).values()
+    if isinstance(cls, type)
+    and issubclass(cls, layers.Layer)
+    and cls is not layers.Layer
+    and not cls.__name__.startswith("_")
 }
 _HOW_TO_REGISTER = (
     "register it with @nnfun.register (or nnfun.register(obj, name=...)) before saving, and "
