@@ -32,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import libcst as cst
@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         for row in r["mutants"]:
             if row["outcome"] == "survived":
-                print(f"  survived {row['key']} line {row['line']}: {row['before']!r} -> {row['after']!r}")
+                print(f"  survived {row['key']}: {row['before']!r} -> {row['after']!r}")
     return 0
 
 
