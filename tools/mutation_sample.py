@@ -128,6 +128,7 @@ def wilson(killed: int, total: int, z: float = 1.96) -> tuple[float, float]:
 
 def scratch_copy(root: Path, into: Path) -> Path:
     """A copy of the parts of the repository the tests need."""
+    into.mkdir(parents=True, exist_ok=True)
     for name in COPIED:
         src = root / name
         if src.is_dir():
@@ -191,42 +192,28 @@ def equivalent() -> dict[str, str]:
     return {k: v["reason"] for k, v in json.loads(EQUIVALENT.read_text()).items()}
 
 
-_BASELINES: dict[tuple[str, ...], float] = {}
+def check_baseline(scratch: Path, tests: list[str], timeout: float) -> None:
+    """The unmutated selection must pass, or every mutant would read as killed."""
+    outcome, _, last = run_tests(scratch, tests, timeout)
+    if outcome != "survived":
+        raise SystemExit(f"the unmutated selection {tests} does not pass: {last}")
 
 
-def _baseline(scratch: Path, tests: list[str], timeout: float) -> float:
-    """Seconds the unmutated selection takes; it must pass (run once per selection)."""
-    if tuple(tests) not in _BASELINES:
-        outcome, seconds, last = run_tests(scratch, tests, timeout)
-        if outcome != "survived":
-            raise SystemExit(f"the unmutated selection {tests} does not pass: {last}")
-        _BASELINES[tuple(tests)] = seconds
-    return _BASELINES[tuple(tests)]
+def previous(module: str) -> dict[str, dict]:
+    """Killed mutants of an earlier run with the same key: tests are only ever added, so they
+    stay killed; survivors are run again."""
+    path = RESULTS / f"{module}.json"
+    if not path.exists():
+        return {}
+    rows = json.loads(path.read_text())["mutants"]
+    return {r["key"]: r for r in rows if r["outcome"] in ("killed", "timeout")}
 
 
-def measure(module: str, n: int, seed: int, jobs: int, timeout: float) -> dict:
-    """Samples, runs and scores one module; writes its results file."""
-    tests = SELECTION[module]
-    chosen, pool_size = sample(module, n, seed)
-    with tempfile.TemporaryDirectory(prefix="nnfun-mut-") as tmp:
-        scratches = [scratch_copy(ROOT, Path(tmp) / f"w{i}") for i in range(jobs)]
-        for s in scratches:
-            s.mkdir(exist_ok=True)
-        baseline = _baseline(scratches[0], tests, timeout)
-        free = list(scratches)
-
-        def work(mutant: Mutant) -> dict:
-            scratch = free.pop()
-            try:
-                return run_mutant(mutant, scratch, tests, max(timeout, 3 * baseline))
-            finally:
-                free.append(scratch)
-
-        with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
-            rows = list(pool.map(work, chosen))
+def score(module: str, rows: list[dict], seed: int, n: int, pool: int) -> dict:
+    """Scores one module's sample and writes its results file."""
     triaged = equivalent()
     for row in rows:
-        if row["outcome"] == "survived" and row["key"] in triaged:
+        if row["outcome"] in ("survived", "equivalent") and row["key"] in triaged:
             row["outcome"] = "equivalent"
             row["why"] = triaged[row["key"]]
     counts = {k: sum(r["outcome"] == k for r in rows) for k in ("killed", "timeout", "survived")}
@@ -239,18 +226,51 @@ def measure(module: str, n: int, seed: int, jobs: int, timeout: float) -> dict:
         "date": datetime.date.today().isoformat(),
         "seed": seed,
         "n": n,
-        "pool": pool_size,
+        "pool": pool,
         "sampled": len(rows),
-        "tests": tests,
-        "baseline_seconds": round(baseline, 1),
+        "tests": SELECTION[module],
         **counts,
         "score": round(killed / scored, 3) if scored else None,
         "interval95": [round(low, 3), round(high, 3)],
-        "mutants": rows,
+        "mutants": sorted(rows, key=lambda r: r["key"]),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{module}.json").write_text(json.dumps(result, indent=1) + "\n")
     return result
+
+
+def report(r: dict) -> None:
+    print(
+        f"{r['module']}: {r['sampled']} of {r['pool']} sampled, {r['killed']} killed, "
+        f"{r['timeout']} timed out, {r['equivalent']} equivalent, {r['survived']} survived: "
+        f"score {r['score']} (95% {r['interval95']})",
+        flush=True,
+    )
+    for row in r["mutants"]:
+        if row["outcome"] == "survived":
+            print(f"  survived {row['key']}: {row['before']!r} -> {row['after']!r}", flush=True)
+
+
+def table() -> str:
+    """The per-module table of tests/MUTATION.md, from the results files."""
+    lines = [
+        "| module | mutants in module | sampled | killed | timed out | equivalent | survived "
+        "| score | 95% interval |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for module in SELECTION:
+        path = RESULTS / f"{module}.json"
+        if not path.exists():
+            lines.append(f"| {module} | not measured | | | | | | | |")
+            continue
+        r = json.loads(path.read_text())
+        low, high = r["interval95"]
+        score = "n/a" if r["score"] is None else f"{r['score']:.0%}"
+        lines.append(
+            f"| {module} | {r['pool']} | {r['sampled']} | {r['killed']} | {r['timeout']} "
+            f"| {r['equivalent']} | {r['survived']} | {score} | {low:.0%} to {high:.0%} |"
+        )
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -259,19 +279,51 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=60, help="mutants sampled per module")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=1, help="mutants run at once")
-    parser.add_argument("--timeout", type=float, default=600, help="seconds per mutant")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds per mutant")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the unmutated runs")
+    parser.add_argument("--fresh", action="store_true", help="rerun killed mutants too")
+    parser.add_argument("--table", action="store_true", help="print the results table only")
     args = parser.parse_args(argv)
-    for module in args.modules:
-        r = measure(module, args.n, args.seed, args.jobs, args.timeout)
-        print(
-            f"{module}: {r['sampled']} of {r['pool']} sampled, {r['killed']} killed, "
-            f"{r['timeout']} timed out, {r['equivalent']} equivalent, {r['survived']} survived: "
-            f"score {r['score']} (95% {r['interval95']})",
-            flush=True,
-        )
-        for row in r["mutants"]:
-            if row["outcome"] == "survived":
-                print(f"  survived {row['key']}: {row['before']!r} -> {row['after']!r}")
+    if args.table:
+        print(table())
+        return 0
+    samples = {m: sample(m, args.n, args.seed) for m in args.modules}
+    kept = {m: {} if args.fresh else previous(m) for m in args.modules}
+    rows: dict[str, list[dict]] = {m: [] for m in args.modules}
+    tasks = []
+    for module, (chosen, _) in samples.items():
+        for mutant in chosen:
+            if mutant.key in kept[module]:
+                rows[module].append(kept[module][mutant.key])
+            else:
+                tasks.append((module, mutant))
+    left = {m: sum(t[0] == m for t in tasks) for m in args.modules}
+    with tempfile.TemporaryDirectory(prefix="nnfun-mut-") as tmp:
+        free = [scratch_copy(ROOT, Path(tmp) / f"w{i}") for i in range(args.jobs)]
+        if not args.no_baseline:
+            for tests in {tuple(SELECTION[m]) for m in left if left[m]}:
+                check_baseline(free[0], list(tests), args.timeout)
+
+        def work(task: tuple[str, Mutant]) -> tuple[str, dict]:
+            scratch = free.pop()
+            try:
+                return task[0], run_mutant(task[1], scratch, SELECTION[task[0]], args.timeout)
+            finally:
+                free.append(scratch)
+
+        def finish(module: str) -> None:
+            chosen, pool = samples[module]
+            report(score(module, rows[module], args.seed, args.n, pool))
+
+        for module in [m for m in args.modules if not left[m]]:
+            finish(module)
+        with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+            for future in concurrent.futures.as_completed([pool.submit(work, t) for t in tasks]):
+                module, row = future.result()
+                rows[module].append(row)
+                left[module] -= 1
+                if not left[module]:
+                    finish(module)
     return 0
 
 
