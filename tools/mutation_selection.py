@@ -24,7 +24,7 @@ SELECTION: dict[str, list[str]] = {
     "gradcheck": ["tests/test_gradcheck.py"],
     "parallel": ["tests/test_parallel.py"],
     "data": ["tests/test_data.py"],
-    "metrics": ["tests/test_model.py", "tests/test_fit.py"],
+    "metrics": ["tests/test_mutation_kills_metrics.py", "tests/test_model.py", "tests/test_fit.py"],
     "regularizers": ["tests/test_model.py", "tests/test_train.py"],
     "initializers": ["tests/test_initializers.py"],
     "chunks": _FIT,
