@@ -12,7 +12,7 @@ _FIT = ["tests/test_fit.py", "tests/test_run_semantics.py"]
 
 SELECTION: dict[str, list[str]] = {
     "activations": ["tests/test_activations.py"],
-    "losses": ["tests/test_losses.py"],
+    "losses": ["tests/test_mutation_kills_losses.py", "tests/test_losses.py"],
     "layers": ["tests/test_layers.py", "tests/test_network.py"],
     "network": ["tests/test_network.py", "tests/test_layers.py"],
     "train": ["tests/test_train.py", "tests/test_optimizers.py"],
