@@ -20,7 +20,7 @@ SELECTION: dict[str, list[str]] = {
     "callbacks": ["tests/test_run_semantics.py", "tests/test_model.py", "tests/test_fit.py"],
     "model": ["tests/test_model.py", "tests/test_keras_script.py"],
     "saving": ["tests/test_model.py", "tests/test_keras_script.py"],
-    "checkpoint": ["tests/test_checkpoint.py"],
+    "checkpoint": ["tests/test_mutation_kills_checkpoint.py", "tests/test_checkpoint.py"],
     "gradcheck": ["tests/test_gradcheck.py"],
     "parallel": ["tests/test_parallel.py"],
     "data": ["tests/test_data.py"],
