@@ -22,7 +22,7 @@ SELECTION: dict[str, list[str]] = {
     "saving": ["tests/test_model.py", "tests/test_keras_script.py"],
     "checkpoint": ["tests/test_mutation_kills_checkpoint.py", "tests/test_checkpoint.py"],
     "gradcheck": ["tests/test_gradcheck.py"],
-    "parallel": ["tests/test_parallel.py"],
+    "parallel": ["tests/test_mutation_kills_parallel.py", "tests/test_parallel.py"],
     "data": ["tests/test_data.py"],
     "metrics": ["tests/test_mutation_kills_metrics.py", "tests/test_model.py", "tests/test_fit.py"],
     "regularizers": ["tests/test_model.py", "tests/test_train.py"],
