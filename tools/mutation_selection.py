@@ -18,7 +18,11 @@ SELECTION: dict[str, list[str]] = {
     "train": ["tests/test_train.py", "tests/test_optimizers.py"],
     "fit": ["tests/test_fit.py", "tests/test_model.py", "tests/test_run_semantics.py"],
     "callbacks": ["tests/test_run_semantics.py", "tests/test_model.py", "tests/test_fit.py"],
-    "model": ["tests/test_model.py", "tests/test_keras_script.py"],
+    "model": [
+        "tests/test_mutation_kills_model.py",
+        "tests/test_model.py",
+        "tests/test_keras_script.py",
+    ],
     "saving": ["tests/test_model.py", "tests/test_keras_script.py"],
     "checkpoint": ["tests/test_mutation_kills_checkpoint.py", "tests/test_checkpoint.py"],
     "gradcheck": ["tests/test_gradcheck.py"],
