@@ -39,7 +39,12 @@ SELECTION: dict[str, list[str]] = {
     "fit_many": ["tests/test_run_semantics.py", "tests/test_parallel.py"],
     "monitor": ["tests/test_run_semantics.py", "tests/test_model.py"],
     "probes": ["tests/test_run_semantics.py", "tests/test_train.py"],
-    "progress": ["tests/test_fit.py", "tests/test_model.py", "tests/test_run_semantics.py"],
+    "progress": [
+        "tests/test_mutation_kills_progress.py",
+        "tests/test_fit.py",
+        "tests/test_model.py",
+        "tests/test_run_semantics.py",
+    ],
     "run_record": _FIT,
 }
 
