@@ -83,9 +83,10 @@ def formula(grad, gradapprox) -> float:
 
 
 def readout(value: float) -> str:
-    """The difference with the digits it can be trusted to: 8 significant ones for a
-    mistake (rounding moves the 10th), 2 for the rounding noise of a right gradient."""
-    return f"{value:.8g}" if value > MISTAKE else f"{value:.2e}"
+    """The difference with the digits it can be trusted to: 6 significant ones for a
+    mistake (the loss's rounding, which XLA's fusion choices change, moves the 8th), 2 for
+    the rounding noise of a right gradient."""
+    return f"{value:.6g}" if value > MISTAKE else f"{value:.2e}"
 
 
 def verdict(value: float) -> str:
