@@ -141,7 +141,7 @@ def early_stop_epoch(values, patience, min_delta, maximise=False):
     [("val_loss", 3, 0.0), ("val_loss", 2, 0.02), ("val_accuracy", 3, 0.0)],  # fmt: skip
 )
 def test_early_stopping_follows_keras_rule(monitor, patience, min_delta):
-    net = nnfun.Sequential([Dense(64, "relu", input_dim=6), Dense(64, "relu"), Dense(3, "softmax")])
+    net = nnfun.Sequential([Dense(16, "relu", input_dim=6), Dense(16, "relu"), Dense(3, "softmax")])
     kw = dict(config=config(learning_rate=0.02), batch_size=10, key=jax.random.key(3),
               validation_data=(X_VAL, Y_VAL))  # fmt: skip
     _, full = train.fit(net, X, Y, epochs=40, **kw)
