@@ -57,6 +57,12 @@ def test_handwriting_mnist(tmp_path, run_experiment):
     assert (tmp_path / "handwriting" / "mnist_relu_mistakes.png").is_file()
 
 
+def test_handwriting_mnist_only_needs_mnist_dir(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        handwriting.main(["--quick", "--mnist-only", "--out", str(tmp_path)])
+    assert "--mnist-only: expected --mnist-dir" in capsys.readouterr().err
+
+
 def _cat_data() -> Path:
     cats = DATA / "catvnoncat"
     if not cats.is_dir():
