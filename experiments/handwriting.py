@@ -93,9 +93,13 @@ def main(argv=None) -> bool:
     p = common.parser(NAME, __doc__)
     p.add_argument("--mnist-dir", type=str, default=None,
                    help="MNIST IDX folder, e.g. ../shared/data/mnist-t10k")  # fmt: skip
+    p.add_argument("--mnist-only", action="store_true",
+                   help="with --mnist-dir: leave out the 8x8 digits")  # fmt: skip
     args = p.parse_args(argv)
+    if args.mnist_only and not args.mnist_dir:
+        p.error("--mnist-only: expected --mnist-dir as well, got none")
     epochs = QUICK_EPOCHS if args.quick else EPOCHS
-    sets = {"digits": data.load_digits()}
+    sets = {} if args.mnist_only else {"digits": data.load_digits()}
     if args.mnist_dir:
         mnist = data.load_mnist(args.mnist_dir)
         if args.quick:  # a stratified-enough slice: the split is already shuffled

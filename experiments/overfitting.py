@@ -89,10 +89,8 @@ def measurer(net, sets):
     return jax.jit(jax.vmap(one))
 
 
-def run_many(method: str, sets, seeds: int, epochs: int) -> dict:
+def run_many(method: str, net, measure, sets, seeds: int, epochs: int) -> dict:
     """none / l2 / l1 / dropout: every seed at once; accuracies every CHUNK epochs."""
-    net = build(method == "dropout")
-    measure = measurer(net, sets)
     penalty = {"l2": {"l2": L2}, "l1": {"l1": L1}}.get(method, {})
     config = nnfun.Config.make(LOSS, "adam", ["accuracy"], learning_rate=LEARNING_RATE, **penalty)
     states = nnfun.train.init_many(net, config, jax.random.split(jax.random.key(0), seeds))
@@ -106,10 +104,8 @@ def run_many(method: str, sets, seeds: int, epochs: int) -> dict:
     return {"final": curve[:, -1], "curve": curve, "epochs": np.full(seeds, epochs)}
 
 
-def run_early_stopping(sets, seeds: int, epochs: int) -> dict:
+def run_early_stopping(net, measure, sets, seeds: int, epochs: int) -> dict:
     """Early stopping on validation loss (patience PATIENCE), best parameters restored."""
-    net = build()
-    measure = measurer(net, sets)
     config = nnfun.Config.make(LOSS, "adam", ["accuracy"], learning_rate=LEARNING_RATE)
     stop = nnfun.EarlyStopping(monitor="val_loss", patience=PATIENCE, restore_best_weights=True)
     finals, best_epochs, val_curves = [], [], []
@@ -143,8 +139,15 @@ def main(argv=None) -> bool:
     epochs = QUICK_EPOCHS if args.quick else EPOCHS
     sets = splits()
     start = time.perf_counter()
-    results = {m: run_many(m, sets, args.seeds, epochs) for m in METHODS[:-1]}
-    results["early_stopping"] = run_early_stopping(sets, args.seeds, epochs)
+    # One network and one compiled measurement for every method but dropout.
+    nets = {False: build(), True: build(dropout=True)}
+    measures = {d: measurer(net, sets) for d, net in nets.items()}
+    results = {}
+    for m in METHODS[:-1]:
+        d = m == "dropout"
+        results[m] = run_many(m, nets[d], measures[d], sets, args.seeds, epochs)
+    results["early_stopping"] = run_early_stopping(nets[False], measures[False], sets,
+                                                   args.seeds, epochs)  # fmt: skip
     figure(results, args.out, epochs)
 
     head = ("train acc", "val acc", "test acc", "acc gap", "train CE", "test CE", "CE gap")

@@ -50,10 +50,17 @@ def test_handwriting_mnist(tmp_path, run_experiment):
     mnist = DATA / "mnist-t10k"
     if not mnist.is_dir():
         pytest.skip(f"MNIST files not found at {mnist}")
-    m = run_experiment(handwriting, "--seeds", "1", "--mnist-dir", str(mnist))
+    # The 8x8 digits have their own test above.
+    m = run_experiment(handwriting, "--seeds", "1", "--mnist-dir", str(mnist), "--mnist-only")
     assert m["mnist_relu"]["test_accuracy"] >= 0.85
     assert m["mnist_sigmoid"]["test_accuracy"] >= 0.60
     assert (tmp_path / "handwriting" / "mnist_relu_mistakes.png").is_file()
+
+
+def test_handwriting_mnist_only_needs_mnist_dir(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        handwriting.main(["--quick", "--mnist-only", "--out", str(tmp_path)])
+    assert "--mnist-only: expected --mnist-dir" in capsys.readouterr().err
 
 
 def _cat_data() -> Path:
