@@ -89,14 +89,16 @@ def run(variant: str, split, seeds: int, rates, epochs: int) -> dict:
         test_acc = jnp.mean(jnp.argmax(net.apply(params, xt), -1) == yt)
         return dead, has_grad, train_acc, test_acc
 
-    # The dead units after every epoch, probed inside the one compiled training program.
-    initial = np.asarray(jax.jit(jax.vmap(dead_mask))(states.params))
+    # The dead units after every epoch, probed inside the one compiled training program;
+    # before it, from the same compiled statistics as after it.
+    stats_many = jax.jit(jax.vmap(stats))
+    initial = np.asarray(stats_many(states.params)[0])
     states, hist = nnfun.train.fit_many(
         net, x, y, states, config=config, epochs=epochs, batch_size=BATCH_SIZE,
         track={"dead": lambda params, _: dead_mask(params)},
     )  # fmt: skip
     dead_curve = [initial, *np.asarray(hist["dead"])]
-    dead, has_grad, train_acc, test_acc = map(np.asarray, jax.jit(jax.vmap(stats))(states.params))
+    dead, has_grad, train_acc, test_acc = map(np.asarray, stats_many(states.params))
     after_first = dead_curve[1]
     revived = (after_first & ~dead).sum(1) / np.maximum(after_first.sum(1), 1)
 
