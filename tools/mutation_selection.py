@@ -16,7 +16,12 @@ SELECTION: dict[str, list[str]] = {
     "layers": ["tests/test_layers.py", "tests/test_network.py"],
     "network": ["tests/test_network.py", "tests/test_layers.py"],
     "train": ["tests/test_train.py", "tests/test_optimizers.py"],
-    "fit": ["tests/test_fit.py", "tests/test_model.py", "tests/test_run_semantics.py"],
+    "fit": [
+        "tests/test_mutation_kills_fit.py",
+        "tests/test_fit.py",
+        "tests/test_model.py",
+        "tests/test_run_semantics.py",
+    ],
     "callbacks": [
         "tests/test_mutation_kills_callbacks.py",
         "tests/test_run_semantics.py",
