@@ -1,6 +1,7 @@
 """What fit says and where, checked directly (sampled mutants of nnfun.fit survived the fit
 tests): a loss that overflows while every gradient stays finite, Ctrl-C's message on stderr,
-early stopping given twice, and a fit on a one-device mesh."""
+early stopping given twice, a fit on a one-device mesh, the logs ``on_train_end`` gets and
+evaluate's check of its sample weights."""
 
 import jax
 import numpy as np
@@ -68,3 +69,21 @@ def test_a_one_device_mesh_fits_as_no_mesh():
     _, plain = train.fit(NET, X, Y, **kw)
     _, meshed = train.fit(NET, X, Y, mesh=parallel.data_mesh(jax.devices()[:1]), **kw)
     assert meshed["loss"] == plain["loss"]
+
+
+def test_on_train_end_gets_the_last_epochs_logs():
+    class LastLogs(nnfun.callbacks.Callback):
+        def on_train_end(self, logs=None):
+            self.logs = logs
+
+    last = LastLogs()
+    _, hist = train.fit(NET, X, Y, config=CFG, key=jax.random.key(0), epochs=3, batch_size=4,
+                        epochs_per_chunk=1, callbacks=[last])  # fmt: skip
+    assert last.logs["epoch"] == 2  # epochs 0, 1, 2: Keras passes the last epoch's logs
+    assert last.logs["loss"] == hist["loss"][2]
+
+
+def test_evaluate_names_a_bad_sample_weight():
+    state = train.init_state(NET, CFG, jax.random.key(0))
+    with pytest.raises(ValueError, match=r"^sample_weight: expected 8 numbers, one per sample"):
+        train.evaluate(NET, state, X, Y, config=CFG, sample_weight=np.ones(3))
