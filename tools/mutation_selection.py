@@ -60,7 +60,7 @@ SELECTION: dict[str, list[str]] = {
         "tests/test_model.py",
         "tests/test_run_semantics.py",
     ],
-    "run_record": _FIT,
+    "run_record": ["tests/test_mutation_kills_run_record.py", *_FIT],
 }
 
 # Core modules a module name stands for: a package is mutated file by file.
