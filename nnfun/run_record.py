@@ -29,11 +29,6 @@ class RunRecord:
             self.epoch = self.initial_epoch
 
     @property
-    def epochs_run(self) -> list[int]:
-        """This call's epochs so far, by number."""
-        return list(range(self.initial_epoch, self.epoch))
-
-    @property
     def running(self) -> bool:
         return self.epoch < self.epochs and self.stop_reason is None
 

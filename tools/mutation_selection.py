@@ -16,8 +16,18 @@ SELECTION: dict[str, list[str]] = {
     "layers": ["tests/test_layers.py", "tests/test_network.py"],
     "network": ["tests/test_network.py", "tests/test_layers.py"],
     "train": ["tests/test_train.py", "tests/test_optimizers.py"],
-    "fit": ["tests/test_fit.py", "tests/test_model.py", "tests/test_run_semantics.py"],
-    "callbacks": ["tests/test_run_semantics.py", "tests/test_model.py", "tests/test_fit.py"],
+    "fit": [
+        "tests/test_mutation_kills_fit.py",
+        "tests/test_fit.py",
+        "tests/test_model.py",
+        "tests/test_run_semantics.py",
+    ],
+    "callbacks": [
+        "tests/test_mutation_kills_callbacks.py",
+        "tests/test_run_semantics.py",
+        "tests/test_model.py",
+        "tests/test_fit.py",
+    ],
     "model": [
         "tests/test_mutation_kills_model.py",
         "tests/test_model.py",
@@ -31,9 +41,14 @@ SELECTION: dict[str, list[str]] = {
     "metrics": ["tests/test_mutation_kills_metrics.py", "tests/test_model.py", "tests/test_fit.py"],
     "regularizers": ["tests/test_model.py", "tests/test_train.py"],
     "initializers": ["tests/test_initializers.py"],
-    "chunks": _FIT,
+    "chunks": ["tests/test_mutation_kills_chunks.py", *_FIT],
     "epochs": _FIT,
-    "fit_inputs": ["tests/test_run_semantics.py", "tests/test_fit.py", "tests/test_model.py"],
+    "fit_inputs": [
+        "tests/test_mutation_kills_fit_inputs.py",
+        "tests/test_run_semantics.py",
+        "tests/test_fit.py",
+        "tests/test_model.py",
+    ],
     "fit_history": _FIT,
     "fit_checkpoints": ["tests/test_run_semantics.py", "tests/test_model.py"],
     "fit_many": ["tests/test_run_semantics.py", "tests/test_parallel.py"],
@@ -45,7 +60,7 @@ SELECTION: dict[str, list[str]] = {
         "tests/test_model.py",
         "tests/test_run_semantics.py",
     ],
-    "run_record": _FIT,
+    "run_record": ["tests/test_mutation_kills_run_record.py", *_FIT],
 }
 
 # Core modules a module name stands for: a package is mutated file by file.
