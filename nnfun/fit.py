@@ -292,7 +292,11 @@ def fit(
             if parallel.any_process(interrupt.flag):  # one decision for every process
                 raise KeyboardInterrupt
     except KeyboardInterrupt:
-        record.stop(f"interrupted after epoch {record.last_epoch}")
+        record.stop(
+            "interrupted before its first epoch ended"
+            if record.last_epoch is None
+            else f"interrupted after epoch {record.last_epoch}"
+        )
         if parallel.is_main_process():
             print(f"nnfun.fit: {record.stop_reason}; returning its state", file=sys.stderr)
     finally:

@@ -28,7 +28,7 @@ def setup():
     y = rng.integers(0, CLASSES, N).astype(np.int32)
     net = nnfun.Sequential([nnfun.Dense(8, "tanh", input_dim=FEATURES),
                             nnfun.Dense(CLASSES, "softmax")], key=0)  # fmt: skip
-    net.compile("categorical_crossentropy", "adam", ["accuracy"])  # the Keras face's model too
+    net.compile("adam", "categorical_crossentropy", ["accuracy"])  # the Keras face's model too
     config = net.compiled
     state = train.init_state(net, config, jax.random.key(0))
     return net, config, state, x, y
