@@ -54,3 +54,13 @@ def run_experiment(tmp_path):
         return metrics
 
     return run
+
+
+@pytest.fixture(scope="module")
+def keras():
+    """Keras 3 on its JAX backend, the oracle of the differential tests (skipped without it)."""
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    keras = pytest.importorskip("keras", reason="keras (the test extra) is the oracle here")
+    if keras.backend.backend() != "jax":
+        pytest.skip(f"keras runs on {keras.backend.backend()}, the oracle needs its JAX backend")
+    return keras

@@ -5,22 +5,11 @@ and global max pooling); keras.io's script itself runs in nnfun with only its im
 changed, with Keras's published parameter count.
 """
 
-import os
-
 import numpy as np
 import pytest
 
 import nnfun
 from experiments import keras_convnet
-
-
-@pytest.fixture(scope="module")
-def keras():
-    os.environ.setdefault("KERAS_BACKEND", "jax")
-    keras = pytest.importorskip("keras", reason="keras (the test extra) is the oracle here")
-    if keras.backend.backend() != "jax":
-        pytest.skip(f"keras runs on {keras.backend.backend()}, the oracle needs its JAX backend")
-    return keras
 
 
 def digits(n, size):

@@ -6,8 +6,6 @@ Expected values come from Keras 3 run side by side (from the same initial weight
 rule written out by hand on a known sequence, or from a hand count; never from nnfun.
 """
 
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -28,15 +26,6 @@ def net(seed=0):
 
 def sgd(lr=0.1, **kw):
     return nnfun.Config.make("sparse_categorical_crossentropy", "sgd", learning_rate=lr, **kw)
-
-
-@pytest.fixture(scope="module")
-def keras():
-    os.environ.setdefault("KERAS_BACKEND", "jax")
-    keras = pytest.importorskip("keras", reason="keras (the test extra) is the oracle here")
-    if keras.backend.backend() != "jax":
-        pytest.skip(f"keras runs on {keras.backend.backend()}, the oracle needs its JAX backend")
-    return keras
 
 
 def twins(keras, lr=0.1, seed=1):
