@@ -9,12 +9,17 @@ and p, i running over output positions and kernel taps (per spatial axis):
             db[o]       = sum_{n, p} dz[n, p, o]
             dW[i, c, o] = sum_{n, p} x_pad[n, p s + i d, c] dz[n, p, o]
                           (a correlation of the input with the output gradient)
-            dx          = dz with s - 1 zeros between neighbours, correlated with the kernel
-                          flipped in space and with in/out swapped (the transposed
-                          convolution), padded so that it has x's size
+            dx_pad[n, p s + i d, c] += sum_o dz[n, p, o] W[i, c, o]
+                          (the transposed convolution: every tap's share of dz sent back
+                          to the rows it read, then the padding cut off)
 
-The forward and the two correlations run on ``lax.conv_general_dilated``; nothing here calls
-jax.grad or jax.vjp (gradcheck compares against them).
+All three run tap by tap: for each kernel tap i, the rows it reads, x_pad[:, p s + i d],
+form a (batch, *out, in) slice, and the sums over c, o, n and p are matrix products with
+W[i]. The forward could be one ``lax.conv_general_dilated``; taps are used because XLA's
+CPU backend runs the gradient of that convolution with respect to its kernel 20x slower
+inside a loop (a training epoch is one) than outside, while these products stay fast
+(and, outside loops, are as fast or faster). Nothing here calls jax.grad or jax.vjp:
+gradcheck compares against them.
 """
 
 from __future__ import annotations
@@ -25,7 +30,6 @@ from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 from nnfun import activations, initializers, windows
 from nnfun.layers import Layer, _check_inits, _keras_arguments, _shape_arg
@@ -114,15 +118,6 @@ class _Conv(Layer):
             spatial, self.kernel_size, self.strides, self.dilation_rate, self.padding
         )
 
-    def _specs(self, lhs: str, rhs: str, out: str) -> lax.ConvDimensionNumbers:
-        """Dimension numbers from templates where S stands for the spatial letters."""
-        s = "HW"[-self.rank :]
-        return lax.conv_dimension_numbers(
-            (1,) * (self.rank + 2),
-            (1,) * (self.rank + 2),
-            tuple(t.replace("S", s) for t in (lhs, rhs, out)),
-        )
-
     # ---- init -----------------------------------------------------------------------------
     def init(self, key, in_shape, dtype=jnp.float32):
         self._spatial(in_shape)
@@ -148,16 +143,21 @@ class _Conv(Layer):
                 f"x: {self} expected shape (batch, {self.rank} spatial axes, {w.shape[-2]}), "
                 f"got {tuple(x.shape)}"
             )
-        self._spatial(x.shape[1:])
-        z = lax.conv_general_dilated(
-            x, w, self.strides, self._pads(x.shape[1:-1]),
-            rhs_dilation=self.dilation_rate,
-            dimension_numbers=self._specs("NSC", "SIO", "NSC"),
-        )  # fmt: skip
+        out = self._spatial(x.shape[1:])
+        xp = windows.spatial_pad(x, 0, self._pads(x.shape[1:-1]))
+        z = sum(self._read(xp, tap, out) @ w[tap] for tap in windows.taps(self.kernel_size))
         if self.use_bias:
             z = z + params["b"]
         a = self.act.fn(z)
         return a, state, (x, z, a)
+
+    def _offset(self, tap) -> tuple[int, ...]:
+        """Where tap ``tap`` of the first window sits in the padded input: i d per axis."""
+        return tuple(i * d for i, d in zip(tap, self.dilation_rate, strict=True))
+
+    def _read(self, xp, tap, out):
+        """The rows tap ``tap`` reads for every output position: x_pad[:, p s + i d, :]."""
+        return windows.tap_slice(xp, self._offset(tap), self.strides, out)
 
     def backward(self, params, cache, dy):
         x, z, a = cache
@@ -166,33 +166,21 @@ class _Conv(Layer):
     def backward_affine(self, params, cache, dz):
         """From dZ: db, dW (correlation of x and dz), dx (transposed convolution)."""
         x, w = cache[0], params["W"]
-        sizes, out = x.shape[1:-1], dz.shape[1:-1]
-        k, s, d = self.kernel_size, self.strides, self.dilation_rate
-        pads = self._pads(sizes)
-        grads = {}
-        # dW[i, c, o] = sum_{n, p} x_pad[n, p s + i d, c] dz[n, p, o]: a convolution whose
-        # batch is x's channels, whose contraction runs over samples and positions, with dz
-        # as the kernel dilated by s and steps of d; x_pad is cut (hi < 0) to the rows read.
-        axes = list(zip(pads, out, s, k, d, sizes, strict=True))
-        used = [(lo, (o - 1) * si + (ki - 1) * di + 1 - n - lo)
-                for (lo, _), o, si, ki, di, n in axes]  # fmt: skip
-        grads["W"] = lax.conv_general_dilated(
-            windows.spatial_pad(x, 0, used), dz, d, "VALID",
-            rhs_dilation=s,
-            dimension_numbers=self._specs("CSN", "ISO", "SNC"),
-        ).astype(w.dtype)  # fmt: skip
+        pads, out = self._pads(x.shape[1:-1]), dz.shape[1:-1]
+        xp = windows.spatial_pad(x, 0, pads)
+        rows = tuple(range(dz.ndim - 1))  # batch and output positions: summed over
+        grads = {"W": jnp.stack([
+            jnp.tensordot(self._read(xp, tap, out), dz, axes=(rows, rows))
+            for tap in windows.taps(self.kernel_size)
+        ]).reshape(w.shape).astype(w.dtype)}  # fmt: skip
         if self.use_bias:
-            grads["b"] = jnp.sum(dz, axis=tuple(range(dz.ndim - 1)))
-        # dx[n, r, c] = sum over (p, i) with p s + i d - lo = r of dz[n, p, o] W[i, c, o]:
-        # dz spread s apart, padded, correlated with the flipped kernel (in and out swapped).
-        back = [((ki - 1) * di - lo, n + lo - 1 - (o - 1) * si)
-                for (lo, _), o, si, ki, di, n in axes]  # fmt: skip
-        dx = lax.conv_general_dilated(
-            dz, jnp.flip(w, axis=tuple(range(self.rank))), (1,) * self.rank, back,
-            lhs_dilation=s, rhs_dilation=d,
-            dimension_numbers=self._specs("NSC", "SOI", "NSC"),
-        )  # fmt: skip
-        return grads, dx
+            grads["b"] = jnp.sum(dz, axis=rows)
+        dxp = sum(
+            windows.tap_place(dz @ w[tap].T, self._offset(tap), self.strides, xp.shape[1:-1])
+            for tap in windows.taps(self.kernel_size)
+        )
+        crop = tuple((-lo, -hi) for lo, hi in pads)
+        return grads, windows.spatial_pad(dxp, 0, crop)
 
 
 @dataclass(frozen=True)
