@@ -318,7 +318,10 @@ def _plain(value):
 def main(argv=None) -> int:
     args = parse(argv)
     # Before JAX starts: its CPU device count is fixed at start-up.
-    os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices}"
+    # (The suite's own XLA flags, inherited, are kept.)
+    os.environ["XLA_FLAGS"] = " ".join(
+        (os.environ.get("XLA_FLAGS", ""), f"--xla_force_host_platform_device_count={args.devices}")
+    ).strip()
     os.environ["JAX_PLATFORMS"] = "cpu"
     import jax
 

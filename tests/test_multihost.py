@@ -48,7 +48,6 @@ def launch(processes: int, devices: int, scenarios: str, out: Path, checkpoint_i
     out.mkdir(parents=True, exist_ok=True)
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
-    env.pop("XLA_FLAGS", None)
     procs = []
     for i in range(processes):
         cmd = [sys.executable, str(WORKER), "--process-id", str(i), "--num-processes",

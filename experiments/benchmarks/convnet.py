@@ -1,5 +1,8 @@
 """Convnet training speed: nnfun's fit (autodiff and hand-written gradients) against a
-hand-written JAX ``lax.scan`` epoch, Flax NNX, Equinox and PyTorch eager where installed.
+hand-written JAX epoch (one ``lax.scan``, and one jitted call a step), Flax NNX, Equinox and
+PyTorch eager where installed. On XLA's CPU backend a convolution's kernel gradient runs
+about 20x slower inside a loop than outside one, so the hand-written scan is slow there;
+nnfun's convolutions are written tap by tap (see nnfun/conv.py) and do not suffer from it.
 
 Workload: keras.io's MNIST convnet without its dropout (Conv2D(32, 3, relu) -> MaxPooling2D
 -> Conv2D(64, 3, relu) -> MaxPooling2D -> Flatten -> Dense(10, softmax)), Adam 1e-3, batch
@@ -74,8 +77,8 @@ def _forward(p, x):
     return x.reshape(x.shape[0], -1) @ p["d"]["W"] + p["d"]["b"]
 
 
-def bench_scan(x, y):
-    """The same model written directly in JAX: value_and_grad, optax Adam, one scan an epoch."""
+def _hand_written():
+    """The same model written directly in JAX: parameters, optax Adam and the loss."""
     keys = jax.random.split(jax.random.key(0), 3)
     glorot = jax.nn.initializers.glorot_uniform()
     params = {
@@ -84,30 +87,53 @@ def bench_scan(x, y):
         "d": {"W": glorot(keys[2], (1600, 10)), "b": jnp.zeros(10)},
     }
     tx = optax.adam(LEARNING_RATE)
-    steps = x.shape[0] // BATCH
 
-    def loss(p, xb, yb):
-        return optax.softmax_cross_entropy_with_integer_labels(_forward(p, xb), yb).mean()
+    def step(c, xb, yb):
+        p, o = c
+        value, g = jax.value_and_grad(
+            lambda p: optax.softmax_cross_entropy_with_integer_labels(_forward(p, xb), yb).mean()
+        )(p)
+        u, o = tx.update(g, o, p)
+        return (optax.apply_updates(p, u), o), value
+
+    return (params, tx.init(params)), step
+
+
+def bench_scan(x, y):
+    """The hand-written model, one ``lax.scan`` over the batches an epoch."""
+    c, step = _hand_written()
+    steps = x.shape[0] // BATCH
 
     @functools.partial(jax.jit, donate_argnums=0)
     def run(carry, x, y):
-        p, o, key = carry
+        c, key = carry
         key, k = jax.random.split(key)
         order = jax.random.permutation(k, x.shape[0])[: steps * BATCH].reshape(steps, BATCH)
+        c, values = lax.scan(lambda c, idx: step(c, x[idx], y[idx]), c, order)
+        return (c, key), values
 
-        def step(c, idx):
-            p, o = c
-            value, g = jax.value_and_grad(loss)(p, x[idx], y[idx])
-            u, o = tx.update(g, o, p)
-            return (optax.apply_updates(p, u), o), value
-
-        (p, o), values = lax.scan(step, (p, o), order)
-        return (p, o, key), values
-
-    box = {"c": (params, tx.init(params), jax.random.key(1))}
+    box = {"c": (c, jax.random.key(1))}
 
     def epoch():
         box["c"], _ = run(box["c"], x, y)
+        jax.block_until_ready(box["c"])
+
+    return epoch
+
+
+def bench_jit_steps(x, y):
+    """The hand-written model, one jitted call a step from a Python loop (as Keras, Flax
+    and Equinox users train): no loop inside the program."""
+    c, step = _hand_written()
+    steps = x.shape[0] // BATCH
+    jitted = jax.jit(step, donate_argnums=0)
+    box = {"c": c, "key": jax.random.key(1)}
+
+    def epoch():
+        box["key"], k = jax.random.split(box["key"])
+        order = jax.random.permutation(k, x.shape[0])[: steps * BATCH].reshape(steps, BATCH)
+        for idx in order:
+            box["c"], _ = jitted(box["c"], x[idx], y[idx])
         jax.block_until_ready(box["c"])
 
     return epoch
@@ -117,6 +143,7 @@ VARIANTS = {
     "nnfun fit (autodiff)": lambda x, y: bench_nnfun(x, y, "autodiff"),
     "nnfun fit (manual)": lambda x, y: bench_nnfun(x, y, "manual"),
     "jax scan": bench_scan,
+    "jax jit per step": bench_jit_steps,
 }
 PEERS = {"flax nnx": "flax", "equinox": "equinox", "pytorch eager": "torch"}
 
@@ -148,12 +175,14 @@ def main(argv=None) -> dict:
                if importlib.util.find_spec(module) is None]  # fmt: skip
     if len(missing) < len(PEERS):
         missing.append("installed peers are not written yet: see experiments/benchmarks/README.md")
-    scan = rows["jax scan"]["steps_per_s"]
+    scan, per_step = rows["jax scan"]["steps_per_s"], rows["jax jit per step"]["steps_per_s"]
     print(f"convnet epoch, {n} samples, batch {BATCH}, {jax.devices()[0].platform}")
-    print(f"{'variant':<24}{'steps/s':>10}{'x scan':>10}")
+    print(f"{'variant':<24}{'steps/s':>10}{'x scan':>10}{'x jit step':>12}")
     for name, row in rows.items():
         row["ratio_to_scan"] = row["steps_per_s"] / scan
-        print(f"{name:<24}{row['steps_per_s']:>10.2f}{row['ratio_to_scan']:>10.2f}")
+        row["ratio_to_jit_step"] = row["steps_per_s"] / per_step
+        print(f"{name:<24}{row['steps_per_s']:>10.2f}{row['ratio_to_scan']:>10.2f}"
+              f"{row['ratio_to_jit_step']:>12.2f}")  # fmt: skip
     manual = rows["nnfun fit (manual)"]["steps_per_s"] / rows["nnfun fit (autodiff)"]["steps_per_s"]
     print(f"manual / autodiff gradient: {manual:.2f}x")
     for line in missing:
