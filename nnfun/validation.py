@@ -106,9 +106,19 @@ def check_array(name: str, value: Any) -> Array:
     return value if isinstance(value, jax.Array) else jnp.asarray(value)
 
 
+def _host_view(a: Array):
+    """NumPy for an array already in host memory (CPU devices, or NumPy itself): checked
+    there without compiling a program for its shape; an accelerator's array stays put."""
+    if isinstance(a, np.ndarray):
+        return np
+    on_cpu = a.is_fully_addressable and all(d.platform == "cpu" for d in a.devices())
+    return np if on_cpu else jnp
+
+
 def check_finite(name: str, a: Array) -> None:
     """No NaN or inf among the values of a concrete array."""
-    if not jnp.issubdtype(a.dtype, jnp.inexact) or bool(jnp.all(jnp.isfinite(a))):
+    xp = _host_view(a)
+    if not jnp.issubdtype(a.dtype, jnp.inexact) or bool(xp.all(xp.isfinite(xp.asarray(a)))):
         return
     host = np.asarray(a)
     nan, inf = int(np.isnan(host).sum()), int(np.isinf(host).sum())
@@ -120,7 +130,9 @@ def check_finite(name: str, a: Array) -> None:
 
 
 def _value_range(a: Array) -> tuple[float, float]:
-    return float(jnp.min(a)), float(jnp.max(a))
+    xp = _host_view(a)
+    a = xp.asarray(a)
+    return float(xp.min(a)), float(xp.max(a))
 
 
 # ---- network inputs, targets and parameters ---------------------------------------------
