@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from nnfun import monitor as monitoring
-from nnfun import train
+from nnfun import program_cache, train
 from nnfun.monitor import Monitor
 
 Array = jax.Array
@@ -154,7 +154,7 @@ def _select(flag, new, old):
     return jax.tree.map(lambda a, b: jnp.where(flag, a, b), new, old)
 
 
-@functools.lru_cache(maxsize=64)
+@program_cache.by_structure
 def compiled_run(net, config: train.Config, plan: Plan, many: bool = False):
     """``run_epochs`` jitted (vmapped over a stack of runs with ``many``), under the
     config's matmul precision."""

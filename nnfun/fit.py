@@ -21,7 +21,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from nnfun import callbacks as cbs
-from nnfun import chunks, fit_checkpoints, fit_history, parallel, probes, sources, train, validation
+from nnfun import (
+    chunks,
+    fit_checkpoints,
+    fit_history,
+    parallel,
+    probes,
+    program_cache,
+    sources,
+    train,
+    validation,
+)
 from nnfun import epochs as programs
 from nnfun.batch_hooks import BatchHooks
 from nnfun.fit_inputs import prepare_data, sample_weights
@@ -464,13 +474,9 @@ def predict(net, state, x, *, batch_size=None, as_numpy=True, steps=None):
     return parallel.fetch(out) if as_numpy else out
 
 
-_APPLY: dict = {}
-
-
+@program_cache.by_structure
 def _apply_eval(net):
-    if net not in _APPLY:
-        _APPLY[net] = jax.jit(lambda p, s, x: net.apply(p, x, state=s))
-    return _APPLY[net]
+    return jax.jit(lambda p, s, x: net.apply(p, x, state=s))
 
 
 def __getattr__(name: str):

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nnfun import epochs as programs
-from nnfun import parallel, prefetch, sources, train, train_steps, validation
+from nnfun import parallel, prefetch, program_cache, sources, train, train_steps, validation
 from nnfun.fit_inputs import sample_weights
 
 
@@ -243,7 +243,7 @@ def _filled(checked, steps: int, checker, rows: int):
         yield i, (*empty, None)
 
 
-@functools.lru_cache(maxsize=64)
+@program_cache.by_structure
 def _compiled_close(net, config, plan):
     fn = functools.partial(programs.close_epoch, net, config, plan)
     return train.with_precision(jax.jit(fn), config.precision)

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from nnfun import losses, optimizers, parallel, validation
+from nnfun import losses, optimizers, parallel, program_cache, validation
 from nnfun.metrics import check as check_metric
 from nnfun.metrics import get as get_metric
 
@@ -451,7 +451,7 @@ def evaluate_arrays(net, config: Config, params, model_state, x, y, sample_weigh
     return jnp.concatenate([(sums[0] / rows)[None], sums[1:] / jnp.maximum(weight, tiny)])
 
 
-@functools.lru_cache(maxsize=64)
+@program_cache.by_structure
 def compiled_epoch(net, config: Config, batch_size: int, shuffle: bool, mesh=None, many=False):
     """One guarded epoch, jitted: replays an epoch that blew up to name the step and leaf."""
     fn = functools.partial(run_epoch, net, config, batch_size, shuffle, mesh=mesh, guard=True)
@@ -460,7 +460,7 @@ def compiled_epoch(net, config: Config, batch_size: int, shuffle: bool, mesh=Non
     return with_precision(jax.jit(fn), config.precision)
 
 
-@functools.lru_cache(maxsize=64)
+@program_cache.by_structure
 def compiled_evaluate(net, config: Config, batch_size: int | None):
     fn = functools.partial(evaluate_arrays, net, config, batch_size=batch_size)
     return with_precision(jax.jit(fn), config.precision)

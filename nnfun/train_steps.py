@@ -11,7 +11,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from nnfun import parallel, train
+from nnfun import parallel, program_cache, train
 
 KEEP = ("loss", "size", "weight", "grad_error")
 
@@ -45,7 +45,7 @@ def run_steps(net, config: train.Config, mesh, state, xs, ys, ws, ms, count):
     return state, buffers
 
 
-@functools.lru_cache(maxsize=64)
+@program_cache.by_structure
 def compiled_steps(net, config: train.Config, mesh=None):
     """``run_steps`` jitted (not donated: an epoch's starting state is what a blow-up keeps)."""
     fn = functools.partial(run_steps, net, config, mesh)
