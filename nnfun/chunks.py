@@ -33,13 +33,16 @@ class ChunkSizer:
         self.next = max(1, min(wanted, 8 * epochs, MAX_CHUNK))
 
 
+MIN_CAPACITY = 16  # runs of up to 16 epochs share one program (a row of logs: a few scalars)
+
+
 def capacity(fixed: int | None, epochs: int) -> int:
-    """The history buffers' length: the epochs this call runs rounded up to a power of two
-    (memory in proportion to the run, few distinct programs), at most MAX_CHUNK; a fixed
-    chunk length exactly."""
+    """The history buffers' length: the epochs this call runs rounded up to a power of two,
+    at least MIN_CAPACITY (few distinct programs), at most MAX_CHUNK; a fixed chunk length
+    exactly."""
     if fixed:
         return fixed
-    return min(MAX_CHUNK, 1 << max(0, epochs - 1).bit_length())
+    return min(MAX_CHUNK, max(MIN_CAPACITY, 1 << max(0, epochs - 1).bit_length()))
 
 
 class Interrupt:

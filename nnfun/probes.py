@@ -50,6 +50,8 @@ def capacity(track, state, wanted: int, epochs: int | None = None) -> int:
     if not track:
         return wanted
     each = bytes_per_epoch(track, state)
+    if epochs is not None:  # probe buffers in proportion to the run, not chunks.MIN_CAPACITY
+        wanted = min(wanted, 1 << max(0, epochs - 1).bit_length())
     if epochs is not None and each * epochs > _host_memory() // 2:
         raise ValueError(
             f"track: the probes take {each / 2**20:.1f} MiB an epoch, {each * epochs / 2**30:.1f} "

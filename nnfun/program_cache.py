@@ -10,6 +10,8 @@ Programs are built over a private twin of the network, holding its layers and in
 and none of its training state: changing the network later (``add``, ``pop``) cannot reach
 a program already built, since the changed network has another structure and gets its own.
 A network whose layers cannot be hashed (a layer holding an array) is cached by identity.
+Code changed in place (a layer class's method replaced at run time, as tests plant bugs)
+is not part of the structure: call ``clear()`` afterwards so that programs are traced anew.
 """
 
 from __future__ import annotations
@@ -51,9 +53,20 @@ def twin(net):
     return _TWINS[key]
 
 
+_CACHES: list = []
+
+
+def clear() -> None:
+    """Forgets every program built here (and the twins)."""
+    for cached in _CACHES:
+        cached.cache_clear()
+    _TWINS.clear()
+
+
 def by_structure(build: Callable) -> Callable:
     """``functools.lru_cache`` for ``build(net, *args)``, keyed on the net's structure."""
     cached = functools.lru_cache(maxsize=MAXSIZE)(build)
+    _CACHES.append(cached)
 
     @functools.wraps(build)
     def wrapper(net, *args, **kwargs):

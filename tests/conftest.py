@@ -40,6 +40,17 @@ settings.register_profile(
 settings.load_profile(os.environ.get("NNFUN_HYPOTHESIS_PROFILE", "ci"))
 
 
+@pytest.fixture(autouse=True)
+def _fresh_programs_after_monkeypatching(request):
+    """A test that patches code (a planted bug) leaves no program built from it behind:
+    compiled programs are shared by networks of the same structure (nnfun.program_cache)."""
+    yield
+    if "monkeypatch" in request.fixturenames:
+        from nnfun import program_cache
+
+        program_cache.clear()
+
+
 @pytest.fixture
 def run_experiment(tmp_path):
     """Runs an experiment module with --quick into tmp_path; returns its metrics.json after

@@ -239,7 +239,9 @@ def test_probe_buffers_follow_the_run_and_huge_probes_are_refused(monkeypatch):
 
     state = train.init_state(net(), sgd(), jax.random.key(0))
     track = probes.check({"W": lambda p, s: p[0]["W"]})
-    assert chunks.capacity(None, 3) == 4 and chunks.capacity(None, 100_000) == chunks.MAX_CHUNK
+    assert chunks.capacity(None, 3) == 16 and chunks.capacity(None, 100) == 128
+    assert chunks.capacity(None, 100_000) == chunks.MAX_CHUNK
+    assert probes.capacity(track, state, 16, 3) == 4  # probe buffers: the run's epochs
     monkeypatch.setattr(probes, "DEVICE_BUDGET", 48 * 8)  # 48 bytes an epoch: 8 epochs fit
     assert probes.capacity(track, state, 64, 10) == 8
     monkeypatch.setattr(probes, "_host_memory", lambda: 1000)
