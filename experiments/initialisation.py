@@ -122,6 +122,7 @@ def run(split, inits: dict, activation: str, seeds: int, epochs: int, early: int
         )
 
     loss0, saturated = jax.jit(jax.vmap(at_init))(states.params)
+    measure = jax.jit(jax.vmap(after))  # one compiled program for both measurements
     names = (
         "train_accuracy", "test_accuracy", "w1_column_spread", "w2_column_spread", "w1_max",
         "w2_max",
@@ -134,7 +135,7 @@ def run(split, inits: dict, activation: str, seeds: int, epochs: int, early: int
                 net, x, y, states, config=config, epochs=n_epochs, batch_size=BATCH_SIZE
             )
             curves.append(hist["accuracy"])
-        values = jax.jit(jax.vmap(after))(states.params)
+        values = measure(states.params)
         suffix = f"_{part}" if part else ""
         result |= {
             n + suffix: np.asarray(v).reshape(shape) for n, v in zip(names, values, strict=True)
