@@ -1,8 +1,10 @@
-"""Training run for the subprocess tests: ``python _reliability_worker.py MODE OUT [KILL_AT]``.
+"""Training run for the subprocess tests:
+``python _reliability_worker.py MODE OUT [KILL_AT [TRAIN_OUT]]``.
 
 MODE ``train``: fit the fixed tiny problem and write the final params and losses to OUT (npz).
 MODE ``checkpoint``: fit with a checkpoint every epoch into the folder OUT and SIGKILL this
-process at the KILL_AT-th line executed inside ``nnfun.checkpoint`` during the second save.
+process at the KILL_AT-th line executed inside ``nnfun.checkpoint`` during the second save;
+with TRAIN_OUT, first the ``train`` run, written there (one process start for both tests).
 """
 
 import functools
@@ -69,13 +71,20 @@ def kill_inside_second_save(kill_at: int) -> None:
     checkpoint.save = save
 
 
+def train_and_write(out: str) -> None:
+    """The ``train`` mode: the final params and the losses of ``fit()``, as npz."""
+    state, hist = fit()
+    leaves = jax.tree.leaves(state.params)
+    np.savez(out, loss=np.array(hist["loss"]), **{f"leaf{i}": a for i, a in enumerate(leaves)})
+
+
 if __name__ == "__main__":
     mode, out = sys.argv[1], sys.argv[2]
     if mode == "train":
-        state, hist = fit()
-        leaves = jax.tree.leaves(state.params)
-        np.savez(out, loss=np.array(hist["loss"]), **{f"leaf{i}": a for i, a in enumerate(leaves)})
+        train_and_write(out)
     elif mode == "checkpoint":
+        if len(sys.argv) > 4:
+            train_and_write(sys.argv[4])
         kill_inside_second_save(int(sys.argv[3]))
         fit(checkpoint_dir=out, checkpoint_every=1, keep_checkpoints=2)
     else:

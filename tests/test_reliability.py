@@ -1,6 +1,6 @@
 """Reliability: bad input raises a clear error before anything compiles, blow-ups stop with
 the last finite state, extreme values stay finite, Ctrl-C and SIGKILL lose no finished epoch,
-broken data files are named."""
+broken data files are named, and two processes train to the same bits."""
 
 import gzip
 import importlib.util
@@ -657,27 +657,44 @@ def _lines_in_one_save(directory, run, history) -> int:
     return count[0]
 
 
-def test_sigkill_while_saving_keeps_the_last_checkpoint_and_fit_resumes_from_it(
-    tmp_path, monkeypatch
-):
-    """fit killed inside its second checkpoint save: the folder holds an intact checkpoint,
-    and the next fit resumes from it (runs only the epochs left) to the uninterrupted run's
-    bits. nnfun.checkpoint's own tests kill at every stage of a save."""
+@pytest.fixture(scope="module")
+def killed_runs(tmp_path_factory):
+    """Two worker processes, each killed inside its second checkpoint save (at a third and at
+    two thirds of the lines a save executes); each first trains and writes the plain run's
+    result (the determinism test's two processes). With the in-process reference runs."""
+    tmp_path = tmp_path_factory.mktemp("sigkill")
     worker = _load_worker()
     reference, ref_hist = worker.fit()  # uninterrupted, no checkpoints
     one_epoch, one_hist = worker.fit(epochs=1)
     like = programs.start_run(one_epoch)
     lines = _lines_in_one_save(tmp_path / "probe", like, one_hist)
-    assert lines > 3
     kill_points = sorted({lines // 3, 2 * lines // 3})
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     runs = {
         k: subprocess.Popen(
-            [sys.executable, str(WORKER), "checkpoint", str(tmp_path / f"kill{k}"), str(k)],
+            [sys.executable, str(WORKER), "checkpoint", str(tmp_path / f"kill{k}"), str(k),
+             str(tmp_path / f"train{k}.npz")],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         for k in kill_points
     }  # fmt: skip
+    ended = {}
+    for k, proc in runs.items():
+        log, _ = proc.communicate(timeout=300)
+        ended[k] = (proc.returncode, log, tmp_path / f"kill{k}", tmp_path / f"train{k}.npz")
+    return {"worker": worker, "reference": reference, "ref_hist": ref_hist, "like": like,
+            "lines": lines, "ended": ended}  # fmt: skip
+
+
+def test_sigkill_while_saving_keeps_the_last_checkpoint_and_fit_resumes_from_it(
+    killed_runs, monkeypatch
+):
+    """fit killed inside its second checkpoint save: the folder holds an intact checkpoint,
+    and the next fit resumes from it (runs only the epochs left) to the uninterrupted run's
+    bits. nnfun.checkpoint's own tests kill at every stage of a save."""
+    worker, like = killed_runs["worker"], killed_runs["like"]
+    reference, ref_hist = killed_runs["reference"], killed_runs["ref_hist"]
+    assert killed_runs["lines"] > 3
     epochs_run = []
     original = programs.compiled_run
 
@@ -692,10 +709,9 @@ def test_sigkill_while_saving_keeps_the_last_checkpoint_and_fit_resumes_from_it(
         return run
 
     monkeypatch.setattr(programs, "compiled_run", counting)
-    for k, proc in runs.items():
-        log, _ = proc.communicate(timeout=300)
-        assert proc.returncode == -signal.SIGKILL, f"kill at line {k}: rc {proc.returncode}\n{log}"
-        directory = tmp_path / f"kill{k}"
+    assert len(killed_runs["ended"]) == 2
+    for k, (returncode, log, directory, _) in killed_runs["ended"].items():
+        assert returncode == -signal.SIGKILL, f"kill at line {k}: rc {returncode}\n{log}"
         # Killed inside the second save: the first checkpoint (epoch 1) is intact, or the
         # second is complete if the kill came after it was committed; never a broken one.
         step = checkpoint.latest_step(directory)
@@ -709,3 +725,22 @@ def test_sigkill_while_saving_keeps_the_last_checkpoint_and_fit_resumes_from_it(
         assert_identical(resumed, reference)
         assert hist["loss"] == ref_hist["loss"] and hist["accuracy"] == ref_hist["accuracy"]
         assert checkpoint.latest_step(directory) == worker.EPOCHS
+
+
+# ---- determinism ------------------------------------------------------------------------
+def test_same_seed_gives_bit_identical_params_across_processes(killed_runs):
+    """The same seed and data give bit-identical parameters in two separate processes on CPU
+    (initialisation, shuffling, dropout masks and BatchNorm all included): the plain runs the
+    two SIGKILL workers trained before their checkpointed runs."""
+    if os.environ.get("JAX_PLATFORMS", "cpu") not in ("", "cpu"):
+        pytest.skip("bit-identity is promised on CPU only")
+    outs = [out for *_, out in killed_runs["ended"].values()]
+    assert len(outs) == 2
+    for _, log, _, out in killed_runs["ended"].values():
+        assert out.is_file(), log
+    first, second = (np.load(out) for out in outs)
+    assert sorted(first.files) == sorted(second.files) and len(first.files) >= 7
+    for name in first.files:
+        assert first[name].tobytes() == second[name].tobytes(), name
+    loss = first["loss"]
+    assert loss.shape == (4,) and np.all(np.isfinite(loss)) and np.all(loss > 0)

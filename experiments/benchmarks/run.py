@@ -113,6 +113,9 @@ def _mlp_loss(params, x, y, hidden=jax.nn.sigmoid, dtype=None):
     return jnp.mean(jax.nn.logsumexp(x, -1) - jnp.take_along_axis(x, y[:, None], -1)[:, 0])
 
 
+_jitted_loss = jax.jit(_mlp_loss)  # one program, not a compile per operation and shape
+
+
 class Bench:
     """One workload-1 variant: ``epoch()`` trains one epoch and blocks; ``loss()`` evaluates."""
 
@@ -215,7 +218,7 @@ def bench_jax_step(x, y, batch):
             p, o = step(p, o, xs[i], ys[i])
         box["p"], box["o"] = _block((p, o))
 
-    return Bench(epoch, lambda: float(_mlp_loss(box["p"], xd[:2000], yd[:2000])), steps)
+    return Bench(epoch, lambda: float(_jitted_loss(box["p"], xd[:2000], yd[:2000])), steps)
 
 
 def bench_jax_scan(x, y, batch, unroll=1):
@@ -244,7 +247,7 @@ def bench_jax_scan(x, y, batch, unroll=1):
         box["c"], losses = run(box["c"], xd, yd)
         _block(box["c"])
 
-    loss = lambda: float(_mlp_loss(box["c"][0], xd[:2000], yd[:2000]))  # noqa: E731
+    loss = lambda: float(_jitted_loss(box["c"][0], xd[:2000], yd[:2000]))  # noqa: E731
     return Bench(epoch, loss, steps, _program_bytes(run, box["c"], xd, yd))
 
 
@@ -616,7 +619,7 @@ def workload3(models: int, steps: int, sequential_models: int) -> dict:
         _block(states)
         return hist
 
-    many(1)  # compile
+    many(steps)  # compile: the timed run's program (its history buffers hold ``steps``)
     t = time.perf_counter()
     hist = many(steps)
     vmap_s = time.perf_counter() - t
@@ -626,7 +629,7 @@ def workload3(models: int, steps: int, sequential_models: int) -> dict:
         _block(state)
         return h
 
-    one(keys[0], 1)  # compile
+    one(keys[0], steps)  # compile, the same program as the timed runs
     t = time.perf_counter()
     solo = [one(k, steps) for k in keys[:sequential_models]]
     seq_s = (time.perf_counter() - t) / sequential_models * models
@@ -1235,7 +1238,8 @@ def main(argv=None) -> dict:
         _write(result, args.out)
     if "2" in which:
         width = args.width or (128 if args.quick else (8192 if accel else 1024))
-        result["workloads"]["2"] = workload2(width, 4, width, repeats)
+        depth = 2 if args.quick else 4  # --quick: the same steps, fewer layers to compile
+        result["workloads"]["2"] = workload2(width, depth, width, repeats)
         result["workloads"]["2"]["peak_bytes_so_far"] = _device_memory()
         _write(result, args.out)
     if "3" in which:
