@@ -107,7 +107,9 @@ def fit_many(
             for m in np.flatnonzero(blown):
                 blown_at[m] = epoch + int(done[m])
             # A blown model's run ends at its last finite epoch: mark it so it rests.
-            run = run._replace(stopped=jnp.asarray(np.asarray(run.stopped) | blown))
+            # (Placed as before: a sharded run's new placement would compile the chunk again.)
+            stopped = np.asarray(run.stopped) | blown
+            run = run._replace(stopped=jax.device_put(stopped, run.stopped.sharding))
             for m in range(models):
                 if config.grad == "checked" and not warned[m]:
                     columns = {k: [float(logs[k][m, i]) for i in range(int(done[m]))]
