@@ -321,7 +321,7 @@ def test_evaluate_and_val_loss_count_the_penalty_once():
     b.fit(X, Y, epochs=1, batch_size=90, verbose=0)
     params = a.state.params
     plain = nnfun.Network([Dense(5, "tanh", input_dim=6), Dense(3, "softmax")])  # no penalty
-    data_loss = plain.loss(params, X, Y, loss="categorical_crossentropy")
+    data_loss = jax.jit(lambda p: plain.loss(p, X, Y, loss="categorical_crossentropy"))(params)
     penalty = 0.01 * sum(float(np.sum(np.square(p["W"]))) for p in params)  # NumPy, by hand
     expected = float(data_loss) + penalty
     assert a.evaluate(X, Y, verbose=0) == pytest.approx(expected, rel=1e-5)
