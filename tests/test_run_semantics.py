@@ -6,6 +6,8 @@ Expected values come from Keras 3 run side by side (from the same initial weight
 rule written out by hand on a known sequence, or from a hand count; never from nnfun.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,6 +26,12 @@ def net(seed=0):
     return nnfun.Sequential([Dense(4, "tanh", input_dim=3), Dense(2, "softmax")], key=seed)
 
 
+# The functional tests share one network object and one Config object per rate: fit's
+# compiled programs are cached by (network, config, plan) identity.
+NET = net()
+
+
+@functools.cache
 def sgd(lr=0.1, **kw):
     return nnfun.Config.make("sparse_categorical_crossentropy", "sgd", learning_rate=lr, **kw)
 
@@ -113,8 +121,13 @@ def test_weights_apply_like_keras(keras):
         dict(class_weight={0: 0.5, 1: 2.0}, validation_split=0.33, batch_size=32),
         dict(sample_weight=w, validation_split=0.33, batch_size=32),
     ]
+    # One pair of twins for the four cases, reset to the same initial weights before each
+    # (plain SGD keeps no state between steps): each side compiles its programs once.
+    k, n = twins(keras, lr=0.05)
+    initial = k.get_weights()
     for case in cases:
-        k, n = twins(keras, lr=0.05)
+        k.set_weights(initial)
+        n.set_weights(initial)
         fit = {**dict(epochs=2, shuffle=False, verbose=0), **case}
         kh, nh = k.fit(x, y, **fit).history, n.fit(x, y, **fit).history
         assert sorted(nh) == sorted(kh), case
@@ -150,7 +163,7 @@ def test_restoring_the_best_weights_keeps_step_optimizer_and_key_going():
     xv, yv = X[:10], 1 - Y[:10]
     es = nnfun.EarlyStopping(monitor="val_loss", patience=2, restore_best_weights=True)
     cfg = nnfun.Config.make("sparse_categorical_crossentropy", "adam", learning_rate=0.05)
-    state, hist = train.fit(net(), X, Y, config=cfg, epochs=10, batch_size=8, callbacks=[es],
+    state, hist = train.fit(NET, X, Y, config=cfg, epochs=10, batch_size=8, callbacks=[es],
                             validation_data=(xv, yv), shuffle=True, key=0)  # fmt: skip
     ran = len(hist["epoch"])
     assert hist["best_epoch"] == int(np.argmin(hist["val_loss"])) == es.best_epoch
@@ -164,10 +177,10 @@ def test_restoring_the_best_weights_keeps_step_optimizer_and_key_going():
 
 def test_continuing_uses_the_config_given():
     cfg1, cfg5 = sgd(0.1), sgd(0.5)
-    state, _ = train.fit(net(), X, Y, config=cfg1, epochs=1, batch_size=40, key=0)
-    after, _ = train.fit(net(), X, Y, config=cfg5, state=state, epochs=2, initial_epoch=1,
+    state, _ = train.fit(NET, X, Y, config=cfg1, epochs=1, batch_size=40, key=0)
+    after, _ = train.fit(NET, X, Y, config=cfg5, state=state, epochs=2, initial_epoch=1,
                          batch_size=40)  # fmt: skip
-    grads = jax.grad(net().loss)(state.params, X, Y, loss=cfg5.loss)
+    grads = jax.jit(jax.grad(lambda p: NET.loss(p, X, Y, loss=cfg5.loss)))(state.params)
     expected = jax.tree.map(lambda p, g: p - 0.5 * g, state.params, grads)  # one full-batch step
     for a, b in zip(jax.tree.leaves(after.params), jax.tree.leaves(expected), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
@@ -187,11 +200,11 @@ def test_each_checkpoint_applies_its_own_rule(tmp_path):
 
 def test_fit_many_probes_read_nan_after_a_model_stops():
     cfg = sgd(0.1)
-    states = train.init_many(net(), cfg, [0, 1])
+    states = train.init_many(NET, cfg, [0, 1])
     xv, yv = X[:10], 1 - Y[:10]
     es = nnfun.EarlyStopping(monitor="val_loss", patience=0)
     probe = {"w": lambda p, s: jnp.sum(p[0]["W"])}
-    _, hist = train.fit_many(net(), X, Y, states, config=cfg, epochs=6, batch_size=10,
+    _, hist = train.fit_many(NET, X, Y, states, config=cfg, epochs=6, batch_size=10,
                              validation_data=(xv, yv), early_stopping=es, track=probe)  # fmt: skip
     ran = (~np.isnan(hist["loss"])).sum(0)
     assert ran.min() < 6  # a model stopped early ...
@@ -226,9 +239,9 @@ def test_subclassed_callbacks_get_their_hooks_every_epoch(tmp_path):
 def test_a_tuple_probe_survives_a_resume(tmp_path):
     probe = {"pair": lambda p, s: (jnp.sum(p[0]["W"]), p[1]["b"])}
     kw = dict(config=sgd(), batch_size=10, track=probe, checkpoint_dir=tmp_path, key=0)
-    _, first = train.fit(net(), X, Y, epochs=2, **kw)
-    _, resumed = train.fit(net(), X, Y, epochs=4, **kw)
-    _, whole = train.fit(net(), X, Y, epochs=4, **{**kw, "checkpoint_dir": tmp_path / "other"})
+    _, first = train.fit(NET, X, Y, epochs=2, **kw)
+    _, resumed = train.fit(NET, X, Y, epochs=4, **kw)
+    _, whole = train.fit(NET, X, Y, epochs=4, **{**kw, "checkpoint_dir": tmp_path / "other"})
     assert isinstance(resumed["pair"], tuple) and resumed["pair"][1].shape == (4, 2)
     for a, b in zip(resumed["pair"], whole["pair"], strict=True):
         np.testing.assert_array_equal(a, b)
@@ -237,7 +250,7 @@ def test_a_tuple_probe_survives_a_resume(tmp_path):
 def test_probe_buffers_follow_the_run_and_huge_probes_are_refused(monkeypatch):
     from nnfun import chunks, probes
 
-    state = train.init_state(net(), sgd(), jax.random.key(0))
+    state = train.init_state(NET, sgd(), jax.random.key(0))
     track = probes.check({"W": lambda p, s: p[0]["W"]})
     assert chunks.capacity(None, 3) == 16 and chunks.capacity(None, 100) == 128
     assert chunks.capacity(None, 100_000) == chunks.MAX_CHUNK
@@ -272,12 +285,13 @@ def test_bad_class_weights_are_refused_before_training():
 
 def test_float64_training_logs_float64_losses():
     with jax.enable_x64(True):
-        state = train.init_state(net(), sgd(), jax.random.key(0))
+        state = train.init_state(NET, sgd(), jax.random.key(0))
         params = jax.tree.map(lambda a: a.astype(jnp.float64), state.params)
         state = state._replace(params=params, opt_state=sgd().optimizer.init(params))
         x = X.astype(np.float64)
-        _, hist = train.fit(net(), x, Y, config=sgd(), state=state, epochs=1, batch_size=40)
-        exact = float(net().loss(params, x, Y, loss="sparse_categorical_crossentropy"))
+        _, hist = train.fit(NET, x, Y, config=sgd(), state=state, epochs=1, batch_size=40)
+        loss = jax.jit(lambda p: NET.loss(p, x, Y, loss="sparse_categorical_crossentropy"))
+        exact = float(loss(params))  # jitted: one compile instead of one per operation
     assert hist["loss"][0] == pytest.approx(exact, rel=1e-14)
     assert hist["loss"][0] != float(np.float32(exact))
 

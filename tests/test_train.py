@@ -2,6 +2,7 @@
 early stopping follows Keras's rule, resume, blow-ups, probes, checked gradients, sample
 weights, many models, and the Keras face's semantics."""
 
+import functools
 import warnings
 from pathlib import Path
 
@@ -23,14 +24,24 @@ Y = (X[:, 0] + X[:, 1] * X[:, 2] > 0).astype(np.int32) + (X[:, 3] > 1).astype(np
 X_VAL, Y_VAL = X[:20] + 0.5, Y[:20][::-1].copy()  # noisy labels so that val_loss turns up
 
 
+# One network object and one Config object per set of arguments: fit's compiled programs are
+# cached by (network, config, plan) identity, so tests asking for the same ones share them.
+@functools.cache
 def small_net(*extra, seed=0):
     layers = [Dense(16, "tanh", input_dim=6), *extra, Dense(3, "softmax")]
     return nnfun.Sequential(layers, key=seed)
 
 
+_CONFIGS: dict = {}
+
+
 def config(**kw):
     kw.setdefault("metrics", ["accuracy"])
-    return nnfun.Config.make("categorical_crossentropy", kw.pop("optimizer", "adam"), **kw)
+    key = repr(sorted(kw.items()))
+    if key not in _CONFIGS:
+        optimizer = kw.pop("optimizer", "adam")
+        _CONFIGS[key] = nnfun.Config.make("categorical_crossentropy", optimizer, **kw)
+    return _CONFIGS[key]
 
 
 def assert_same_bits(a, b):
@@ -67,8 +78,9 @@ def test_last_partial_batch_is_trained_on():
     assert int(state.step) == 3 and metrics["loss"].shape == (3,)  # 4 + 4 + 2 samples
     # The same three steps by hand: batches [0:4], [4:8] and the remainder [8:10].
     by_hand = state0._replace(key=jax.random.split(state0.key)[0])  # as run_epoch splits
+    step = jax.jit(lambda s, xb, yb: train.train_step(net, cfg, s, xb, yb))  # 2 shapes: 2 compiles
     for lo, hi in ((0, 4), (4, 8), (8, 10)):
-        by_hand, _ = train.train_step(net, cfg, by_hand, x[lo:hi], y[lo:hi])
+        by_hand, _ = step(by_hand, x[lo:hi], y[lo:hi])
     assert_rounding_close(state.params, by_hand.params)
 
 
@@ -113,53 +125,29 @@ def chunked_run(per_chunk, **kw):
     )  # fmt: skip
 
 
-def test_chunks_of_epochs_change_no_bit():
+def test_chunks_of_epochs_change_no_bit_and_a_resume_matches_the_uninterrupted_run(tmp_path):
     """Dropout, BatchNorm, validation, early stopping, sample weights and a remainder batch
-    (90 = 5 x 16 + 10): one epoch per compiled call, 7 per call and timed chunks agree."""
+    (90 = 5 x 16 + 10): one epoch per compiled call, 7 per call and timed chunks agree.
+    One test so that the resume reuses the chunk programs compiled here (callbacks of one's
+    own run one epoch per call)."""
     one, one_hist = chunked_run(1)
     assert "early stopping" in one_hist["stopped"] and len(one_hist["loss"]) < 40
     for per_chunk in (7, None):
         state, hist = chunked_run(per_chunk)
         assert hist == one_hist
         assert_same_bits(state, one)
-
-
-def early_stop_epoch(values, patience, min_delta, maximise=False):
-    """Keras 3's rule by hand: (epochs run, best epoch's number) for a list of values."""
-    best, best_at, wait = None, 0, 0
-    for epoch, v in enumerate(values):
-        wait += 1
-        if best is None or (v - min_delta > best if maximise else v + min_delta < best):
-            best, best_at, wait = v, epoch, 0
-        elif wait >= patience and epoch > 0:
-            return epoch + 1, best_at
-    return len(values), best_at
-
-
-@pytest.mark.parametrize(
-    "monitor,patience,min_delta",
-    [("val_loss", 3, 0.0), ("val_loss", 2, 0.02), ("val_accuracy", 3, 0.0)],  # fmt: skip
-)
-def test_early_stopping_follows_keras_rule(monitor, patience, min_delta):
-    net = nnfun.Sequential([Dense(16, "relu", input_dim=6), Dense(16, "relu"), Dense(3, "softmax")])
-    kw = dict(config=config(learning_rate=0.02), batch_size=10, key=jax.random.key(3),
-              validation_data=(X_VAL, Y_VAL))  # fmt: skip
-    _, full = train.fit(net, X, Y, epochs=40, **kw)
-    stop_at, best_at = early_stop_epoch(full[monitor], patience, min_delta,
-                                        maximise=monitor.endswith("accuracy"))  # fmt: skip
-    assert stop_at < 40, "the data must make the monitored value stall"
-    stop = nnfun.EarlyStopping(monitor=monitor, patience=patience, min_delta=min_delta,
-                               restore_best_weights=True)  # fmt: skip
-    state, hist = train.fit(net, X, Y, epochs=40, early_stopping=stop, **kw)
-    assert len(hist["loss"]) == stop_at and hist["loss"] == full["loss"][:stop_at]
-    assert hist["best_epoch"] == best_at and "early stopping" in hist["stopped"]
-    replay, _ = train.fit(net, X, Y, epochs=best_at + 1, **kw)
-    assert_same_bits(state.params, replay.params)
-    # Without restore_best_weights (Keras's default) the last epoch's state comes back.
-    stop = nnfun.EarlyStopping(monitor=monitor, patience=patience, min_delta=min_delta)
-    last, _ = train.fit(net, X, Y, epochs=40, early_stopping=stop, **kw)
-    replay, _ = train.fit(net, X, Y, epochs=stop_at, **kw)
-    assert_same_bits(last.params, replay.params)
+    straight, straight_hist = state, hist  # the last one: chunked_run(None)
+    # Interrupted after epoch index 5 (6 epochs); epoch 5's checkpoint is not written
+    # because the interrupt comes first, so the restart resumes after epoch 5 (index 4).
+    counter = CountEpochs(interrupt_after=5)
+    _, cut = chunked_run(None, checkpoint_dir=tmp_path, callbacks=[counter])
+    assert cut["stopped"].startswith("interrupted") and len(cut["loss"]) == 6
+    again = CountEpochs()
+    resumed, resumed_hist = chunked_run(None, checkpoint_dir=tmp_path, callbacks=[again])
+    assert again.seen[0] == 5, "a resume trains only the epochs after the checkpoint"
+    assert len(again.seen) == len(straight_hist["loss"]) - 5
+    assert resumed_hist == straight_hist
+    assert_same_bits(resumed, straight)
 
 
 class CountEpochs(nnfun.Callback):
@@ -174,19 +162,44 @@ class CountEpochs(nnfun.Callback):
             raise KeyboardInterrupt
 
 
-def test_resume_with_early_stopping_matches_the_uninterrupted_run(tmp_path):
-    straight, straight_hist = chunked_run(None)
-    # Interrupted after epoch index 5 (6 epochs); epoch 5's checkpoint is not written
-    # because the interrupt comes first, so the restart resumes after epoch 5 (index 4).
-    counter = CountEpochs(interrupt_after=5)
-    _, cut = chunked_run(None, checkpoint_dir=tmp_path, callbacks=[counter])
-    assert cut["stopped"].startswith("interrupted") and len(cut["loss"]) == 6
-    again = CountEpochs()
-    resumed, resumed_hist = chunked_run(None, checkpoint_dir=tmp_path, callbacks=[again])
-    assert again.seen[0] == 5, "a resume trains only the epochs after the checkpoint"
-    assert len(again.seen) == len(straight_hist["loss"]) - 5
-    assert resumed_hist == straight_hist
-    assert_same_bits(resumed, straight)
+def early_stop_epoch(values, patience, min_delta, maximise=False):
+    """Keras 3's rule by hand: (epochs run, best epoch's number) for a list of values."""
+    best, best_at, wait = None, 0, 0
+    for epoch, v in enumerate(values):
+        wait += 1
+        if best is None or (v - min_delta > best if maximise else v + min_delta < best):
+            best, best_at, wait = v, epoch, 0
+        elif wait >= patience and epoch > 0:
+            return epoch + 1, best_at
+    return len(values), best_at
+
+
+def test_early_stopping_follows_keras_rule():
+    # The three cases share the network, the config and the uninterrupted run (and so the
+    # compiled programs of the runs without early stopping).
+    net = nnfun.Sequential([Dense(16, "relu", input_dim=6), Dense(16, "relu"), Dense(3, "softmax")])
+    kw = dict(config=config(learning_rate=0.02), batch_size=10, key=jax.random.key(3),
+              validation_data=(X_VAL, Y_VAL))  # fmt: skip
+    _, full = train.fit(net, X, Y, epochs=40, **kw)
+    for monitor, patience, min_delta in (("val_loss", 3, 0.0), ("val_loss", 2, 0.02),
+                                         ("val_accuracy", 3, 0.0)):  # fmt: skip
+        case = f"{monitor}, patience {patience}, min_delta {min_delta}"
+        stop_at, best_at = early_stop_epoch(full[monitor], patience, min_delta,
+                                            maximise=monitor.endswith("accuracy"))  # fmt: skip
+        assert stop_at < 40, f"the data must make the monitored value stall ({case})"
+        stop = nnfun.EarlyStopping(monitor=monitor, patience=patience, min_delta=min_delta,
+                                   restore_best_weights=True)  # fmt: skip
+        state, hist = train.fit(net, X, Y, epochs=40, early_stopping=stop, **kw)
+        assert len(hist["loss"]) == stop_at and hist["loss"] == full["loss"][:stop_at], case
+        assert hist["best_epoch"] == best_at and "early stopping" in hist["stopped"], case
+        # The replays run in one call of the uninterrupted run's program (64 epochs a call).
+        replay, _ = train.fit(net, X, Y, epochs=best_at + 1, epochs_per_chunk=64, **kw)
+        assert_same_bits(state.params, replay.params)
+        # Without restore_best_weights (Keras's default) the last epoch's state comes back.
+        stop = nnfun.EarlyStopping(monitor=monitor, patience=patience, min_delta=min_delta)
+        last, _ = train.fit(net, X, Y, epochs=40, early_stopping=stop, **kw)
+        replay, _ = train.fit(net, X, Y, epochs=stop_at, epochs_per_chunk=64, **kw)
+        assert_same_bits(last.params, replay.params)
 
 
 def test_a_blow_up_returns_the_last_finite_epoch():
@@ -210,7 +223,9 @@ def test_a_blow_up_returns_the_last_finite_epoch():
                                 key=jax.random.key(0))  # fmt: skip
     done = len(hist["loss"])
     assert 0 < done < 30 and "non-finite" in hist["stopped"] and int(state.epoch) == done
-    before, _ = train.fit(net, X, Y, config=big, epochs=done, batch_size=16, key=jax.random.key(0))
+    # In one call of the program above (its buffers hold 32 epochs).
+    before, _ = train.fit(net, X, Y, config=big, epochs=done, batch_size=16, key=jax.random.key(0),
+                          epochs_per_chunk=32)  # fmt: skip
     assert_same_bits(state, before)
 
 
@@ -248,8 +263,8 @@ def test_checked_gradients_report_agreement_and_a_planted_error(monkeypatch):
     monkeypatch.setattr(Dense, "backward_affine", doubled)
     program_cache.clear()  # programs already built for this structure hold the right code
     with pytest.warns(RuntimeWarning, match=r"params\[2\]\['b'\] \(layer 2"):
-        _, hist = train.fit(small_net(BatchNorm(), seed=1), X, Y, config=cfg, epochs=2,
-                            batch_size=30)  # fmt: skip
+        fresh = small_net.__wrapped__(BatchNorm(), seed=1)  # its programs not shared
+        _, hist = train.fit(fresh, X, Y, config=cfg, epochs=2, batch_size=30)
     assert min(hist["grad_error"]) > 0.3
 
 
@@ -307,7 +322,7 @@ def test_evaluate_and_val_loss_count_the_penalty_once():
     b.fit(X, Y, epochs=1, batch_size=90, verbose=0)
     params = a.state.params
     plain = nnfun.Network([Dense(5, "tanh", input_dim=6), Dense(3, "softmax")])  # no penalty
-    data_loss = plain.loss(params, X, Y, loss="categorical_crossentropy")
+    data_loss = jax.jit(lambda p: plain.loss(p, X, Y, loss="categorical_crossentropy"))(params)
     penalty = 0.01 * sum(float(np.sum(np.square(p["W"]))) for p in params)  # NumPy, by hand
     expected = float(data_loss) + penalty
     assert a.evaluate(X, Y, verbose=0) == pytest.approx(expected, rel=1e-5)
@@ -384,8 +399,10 @@ def test_keras_face_runs_the_notes_example_and_a_second_fit_trains_more(capsys):
     straight = notes_model(key=0)
     straight.fit(X, Y, batch_size=10, epochs=6, verbose=0)
     assert_same_bits(model.state, straight.state)
-    # initial_epoch: epochs initial_epoch .. epochs - 1.
-    assert straight.fit(X, Y, epochs=5, initial_epoch=3, verbose=0).epoch == [3, 4]
+    # initial_epoch: epochs initial_epoch .. epochs - 1 (four of them: the program of the
+    # three-epoch fits above, whose buffers hold four).
+    resumed = model.fit(X, Y, batch_size=10, epochs=7, initial_epoch=3, verbose=0)
+    assert resumed.epoch == [3, 4, 5, 6]
 
 
 def test_keras_face_weights_seeds_and_untrained_models():
