@@ -12,6 +12,7 @@ weight's gradient), ``global_clipnorm`` and ``clipvalue`` clip the gradients fir
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -234,14 +235,22 @@ class Optimizer:
         config = dict(self.config)
         lr = config.pop("learning_rate") if learning_rate is None else learning_rate
         config.pop("learning_rate", None)
-        if callable(lr):
-            return keras_rule(self.name, lr, **config)
-        factory = lambda learning_rate: keras_rule(self.name, learning_rate, **config)  # noqa: E731
-        return optax.inject_hyperparams(factory)(learning_rate=float(lr))
+        return _transformation(self.name, tuple(sorted(config.items())), lr if callable(lr)
+                               else float(lr))  # fmt: skip
 
     def __repr__(self):
         changed = {k: v for k, v in self.config.items() if v is not None}
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
+
+
+@functools.lru_cache(maxsize=256)
+def _transformation(name: str, config: tuple, lr) -> optax.GradientTransformation:
+    """One transformation object per setting: equal configs then compare equal, and the
+    programs compiled for one (keyed on the config) serve the other."""
+    if callable(lr):
+        return keras_rule(name, lr, **dict(config))
+    factory = lambda learning_rate: keras_rule(name, learning_rate, **dict(config))  # noqa: E731
+    return optax.inject_hyperparams(factory)(learning_rate=lr)
 
 
 def _clip_args(weight_decay, clipnorm, clipvalue, global_clipnorm) -> dict:
