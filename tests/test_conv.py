@@ -222,7 +222,7 @@ class AveragePoolCountsPadding(AveragePooling2D):
 def _net(conv0=Conv2D, pool1=MaxPooling2D, pool2=AveragePooling2D):
     return nnfun.Network(
         [
-            conv0(2, 3, padding="same", activation="tanh"),
+            conv0(2, 2, padding="same", activation="tanh"),  # even: padded more after
             pool1(2),  # 5x5: the last row and column are never read
             pool2(2, strides=1, padding="same"),
             nnfun.Reshape((-1,)),
