@@ -38,7 +38,7 @@ LAYERS = [
     (Conv2D(2, (2, 3), strides=2, padding="same", activation="tanh"), (7, 6, 2)),
     (Conv2D(2, 3, dilation_rate=2, padding="same", use_bias=False), (7, 8, 3)),
     (Conv2D(2, (3, 2), strides=(2, 3), dilation_rate=(1, 2), activation="relu"), (9, 11, 1)),
-    (Conv2D(2, 4, strides=3, padding="same"), (8, 5, 2)),  # even kernel: more padding after
+    (Conv2D(2, 4, strides=3, padding="same"), (7, 5, 2)),  # even kernel: more padding after
     (Conv1D(3, 3, strides=2, padding="same", activation="sigmoid"), (9, 2)),
     (MaxPooling2D(2), (7, 6, 2)),  # odd size: the last row is never read
     (MaxPooling2D(3, strides=2, padding="same"), (7, 6, 2)),  # overlapping windows
@@ -222,7 +222,7 @@ class AveragePoolCountsPadding(AveragePooling2D):
 def _net(conv0=Conv2D, pool1=MaxPooling2D, pool2=AveragePooling2D):
     return nnfun.Network(
         [
-            conv0(2, 3, padding="same", activation="tanh"),
+            conv0(2, 2, padding="same", activation="tanh"),  # even: padded more after
             pool1(2),  # 5x5: the last row and column are never read
             pool2(2, strides=1, padding="same"),
             nnfun.Reshape((-1,)),

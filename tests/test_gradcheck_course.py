@@ -5,7 +5,6 @@ layout (dicts W1, b1 with W (n_l, n_l-1), gradients dW1, db1, samples as columns
 
 from dataclasses import dataclass
 
-import jax
 import numpy as np
 import pytest
 
@@ -191,7 +190,7 @@ def test_course_layout_round_trips_with_parameter_free_layers(case):
     # nnfun's manual gradient in the course's layout is the course's own backward pass.
     net = gradcheck.unfused(course_net())  # the operations compiled for the first test
     x, y = gradcheck.samples_from_course(X, Y)
-    with jax.enable_x64(True):
+    with gradcheck.errors.cpu64():  # the first test's context: its compiled operations
         grads = net.manual_grad(gradcheck.from_course(parameters, net), x, y, loss=BCE)
     converted = gradcheck.to_course(grads, gradients=True)
     expected = course_backward(X, Y, parameters, bugs=False)

@@ -19,6 +19,14 @@ Y = np.array([0, 1, 2, 0, 1])
 W = np.array([0.5, 2.0, 0.0, 3.0, 1.5])
 
 
+@pytest.fixture(autouse=True)
+def cpu64():
+    """test_gradcheck's context too (float64 enabled on the CPU, where gradcheck runs), so
+    that the parameters' initialisation reuses the operations compiled there."""
+    with gradcheck.errors.cpu64():
+        yield
+
+
 @dataclass(frozen=True)
 class EvalFormulaBatchNorm(BatchNorm):
     """Planted bug: training mode's dx forgets that the batch statistics depend on x."""
