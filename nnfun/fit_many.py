@@ -107,9 +107,11 @@ def fit_many(
             for m in np.flatnonzero(blown):
                 blown_at[m] = epoch + int(done[m])
             # A blown model's run ends at its last finite epoch: mark it so it rests.
-            # (Placed as before: a sharded run's new placement would compile the chunk again.)
+            # Placed as before: another placement (a sharded run's replicated flags, or a
+            # single device's uncommitted ones) would compile the chunk program again.
             stopped = np.asarray(run.stopped) | blown
-            run = run._replace(stopped=jax.device_put(stopped, run.stopped.sharding))
+            stopped = jnp.asarray(stopped) if mesh is None else parallel.replicate(stopped, mesh)
+            run = run._replace(stopped=stopped)
             for m in range(models):
                 if config.grad == "checked" and not warned[m]:
                     columns = {k: [float(logs[k][m, i]) for i in range(int(done[m]))]

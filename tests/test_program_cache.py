@@ -72,3 +72,24 @@ def test_the_shared_twin_keeps_no_training_state():
     twin = program_cache.twin(model)
     assert twin is not model and twin.state is None and twin.layers == model.layers
     assert twin.layers is not model.layers
+
+
+COMPILED: list[str] = []  # names of the programs XLA compiled, from here on
+jax.monitoring.register_event_duration_secs_listener(
+    lambda event, _, **kw: (
+        COMPILED.append(kw.get("fun_name"))
+        if event == "/jax/core/compile/backend_compile_duration"
+        else None
+    )
+)
+
+
+def test_the_chunks_of_a_run_share_one_compiled_program():
+    program_cache.clear()
+    before = COMPILED.count("jit(run_epochs)")
+    fit(net())
+    states = train.init_many(net(), CONFIG, jax.random.split(jax.random.key(1), 2))
+    train.fit_many(net(), X, Y, states, config=CONFIG, epochs=3, batch_size=16,
+                   epochs_per_chunk=1)  # fmt: skip
+    # fit's program and fit_many's (vmapped) one, each compiled once for all their chunks.
+    assert COMPILED.count("jit(run_epochs)") - before == 2
