@@ -169,8 +169,9 @@ class _Conv(Layer):
         pads, out = self._pads(x.shape[1:-1]), dz.shape[1:-1]
         xp = windows.spatial_pad(x, 0, pads)
         rows = tuple(range(dz.ndim - 1))  # batch and output positions: summed over
+        # x^T dz per tap, as (dz^T x)^T: the faster product on CPU (see Dense.backward_affine)
         grads = {"W": jnp.stack([
-            jnp.tensordot(self._read(xp, tap, out), dz, axes=(rows, rows))
+            jnp.tensordot(dz, self._read(xp, tap, out), axes=(rows, rows)).T
             for tap in windows.taps(self.kernel_size)
         ]).reshape(w.shape).astype(w.dtype)}  # fmt: skip
         if self.use_bias:
