@@ -124,11 +124,20 @@ def run_epochs(net, config: train.Config, plan: Plan, run: Run, count, first_epo
         logs = jax.tree.map(lambda buf, v: buf.at[i].set(v), logs, row)
         return i + finite.astype(jnp.int32), run, logs, halted | ~finite | run.stopped, ~finite
 
-    shapes = jax.eval_shape(lambda: _record(net, config, plan, data, *epoch_of(run)))
+    shapes = jax.eval_shape(lambda: _row_of_one_step(net, config, plan, data, run.state))
     logs = jax.tree.map(lambda s: jnp.zeros((plan.capacity, *s.shape), s.dtype), shapes)
     carry = (jnp.zeros((), jnp.int32), run, logs, run.stopped, jnp.zeros_like(run.stopped))
     done, run, logs, _, blown = jax.lax.while_loop(lambda c: (c[0] < count) & ~c[3], body, carry)
     return run, logs, done, blown
+
+
+def _row_of_one_step(net, config, plan: Plan, data, state):
+    """A logs row shaped as an epoch's, from one training step: the shapes and dtypes of the
+    logs buffers without tracing a whole epoch (or its validation) a second time."""
+    x, y, sw = (a if a is None else a[: plan.batch_size] for a in data[:3])
+    state, metrics = train.train_step(net, config, state, x, y, sw)
+    val = None if data[3] is None else [metrics["loss"]] * (1 + len(config.metrics))
+    return _record(net, config, plan, data, state, jax.tree.map(lambda a: a[None], metrics), val)
 
 
 def close_epoch(net, config, plan: Plan, data, run: Run, state, batch_metrics, epoch,
