@@ -143,3 +143,44 @@ def test_unknown_names_list_the_valid_ones():
         Dense(3, kernel_init="gaussian")
     with pytest.raises(ValueError, match="Maxout: bias_init: .*'he_uniform'"):
         Maxout(3, bias_init=1.5)
+
+
+# name -> the draw at the layer's own shape, written out from the rule (the independent form);
+# fan_in = shape[0], fan_out = the product of the rest.
+def _glorot(s):
+    return math.sqrt(6 / (s[0] + math.prod(s[1:])))
+
+
+DIRECT = {
+    "normal": lambda k, s, d: 0.01 * jax.random.normal(k, s, d),
+    "uniform_fan_in": lambda k, s, d: jax.random.uniform(k, s, d, -(s[0] ** -0.5), s[0] ** -0.5),
+    "glorot_uniform": lambda k, s, d: jax.random.uniform(k, s, d, -_glorot(s), _glorot(s)),
+    "glorot_normal": lambda k, s, d: (
+        math.sqrt(2 / (s[0] + math.prod(s[1:]))) * jax.random.normal(k, s, d)
+    ),
+    "he_normal": lambda k, s, d: math.sqrt(2 / s[0]) * jax.random.normal(k, s, d),
+    "he_uniform": lambda k, s, d: jax.random.uniform(
+        k, s, d, -math.sqrt(6 / s[0]), math.sqrt(6 / s[0])
+    ),
+    "RandomNormal": lambda k, s, d: 0.5 + 0.05 * jax.random.normal(k, s, d),
+    "RandomUniform": lambda k, s, d: jax.random.uniform(k, s, d, -0.05, 0.05),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DIRECT))
+def test_eager_draws_equal_the_draw_at_the_layers_own_shape(name):
+    """Eager draws come from one compiled program per power-of-two size, cut to the shape:
+    the values must be exactly those of a draw at the shape itself, as under jit."""
+    classes = {"RandomNormal": initializers.RandomNormal(mean=0.5),
+               "RandomUniform": initializers.RandomUniform()}  # fmt: skip
+    init = classes.get(name) or initializers.get(name)
+    cases = [((5, 3), jnp.float32), ((64, 10), jnp.float32), ((3, 3, 2, 4), jnp.float32),
+             ((7, 1), jnp.bfloat16), ((1025, 2), jnp.float16)]  # fmt: skip
+    for shape, dtype in cases:
+        key = jax.random.fold_in(KEY, math.prod(shape))
+        for run in (lambda f: f, lambda f: jax.jit(f, static_argnums=(1, 2))):  # eager, jit
+            got, want = run(init)(key, shape, dtype), run(DIRECT[name])(key, shape, dtype)
+            assert got.shape == shape and got.dtype == dtype, (name, shape)
+            np.testing.assert_array_equal(
+                np.asarray(got, np.float64), np.asarray(want, np.float64), f"{name} {shape}"
+            )
