@@ -104,8 +104,11 @@ def run(hidden, split, seeds: int, iterations: int, course: bool = False) -> dic
         net, split.x_train, split.y_train, states, config=config, epochs=iterations, batch_size=n
     )
 
+    # One compiled forward pass per input shape, not an eager op per layer and shape.
+    apply = jax.jit(jax.vmap(lambda p, x: net.apply(p, x)[:, 0], in_axes=(0, None)))
+
     def accuracy(x, y):
-        probs = np.asarray(jax.vmap(lambda p: net.apply(p, jnp.asarray(x))[:, 0])(states.params))
+        probs = np.asarray(apply(states.params, x))
         return np.mean((probs > 0.5) == y[None], axis=1), probs
 
     test_acc, probs = accuracy(split.x_test, split.y_test)

@@ -105,14 +105,13 @@ def run(split, inits: dict, activation: str, seeds: int, epochs: int, early: int
     x, y = jnp.asarray(split.x_train), jnp.asarray(split.y_train)
     xt, yt = jnp.asarray(split.x_test), jnp.asarray(split.y_test)
 
-    def at_init(params):
+    def stats(params):
+        """(loss, saturated fraction) for the initial state, then the measurements after."""
         _, _, caches = net.forward(params, x)
         z = jnp.concatenate([c[1].ravel() for c in caches[:-1]])
-        return net.loss(params, x, y, loss=LOSS), jnp.mean(jnp.abs(z) > SATURATED)
-
-    def after(params):
         w1, w2 = params[0]["W"], params[1]["W"]
-        return (
+        initial = net.loss(params, x, y, loss=LOSS), jnp.mean(jnp.abs(z) > SATURATED)
+        after = (
             jnp.mean(jnp.argmax(net.apply(params, x), -1) == y),
             jnp.mean(jnp.argmax(net.apply(params, xt), -1) == yt),
             jnp.max(jnp.abs(w1 - w1[:, :1])),  # largest difference between hidden units
@@ -120,9 +119,11 @@ def run(split, inits: dict, activation: str, seeds: int, epochs: int, early: int
             jnp.max(jnp.abs(w1)),
             jnp.max(jnp.abs(w2)),
         )
+        return initial, after
 
-    loss0, saturated = jax.jit(jax.vmap(at_init))(states.params)
-    measure = jax.jit(jax.vmap(after))  # one compiled program for both measurements
+    # One compiled program for the initial state and both later measurements.
+    measure = jax.jit(jax.vmap(stats))
+    loss0, saturated = measure(states.params)[0]
     names = (
         "train_accuracy", "test_accuracy", "w1_column_spread", "w2_column_spread", "w1_max",
         "w2_max",
@@ -135,7 +136,7 @@ def run(split, inits: dict, activation: str, seeds: int, epochs: int, early: int
                 net, x, y, states, config=config, epochs=n_epochs, batch_size=BATCH_SIZE
             )
             curves.append(hist["accuracy"])
-        values = measure(states.params)
+        values = measure(states.params)[1]
         suffix = f"_{part}" if part else ""
         result |= {
             n + suffix: np.asarray(v).reshape(shape) for n, v in zip(names, values, strict=True)
