@@ -170,17 +170,17 @@ DIRECT = {
 @pytest.mark.parametrize("name", sorted(DIRECT))
 def test_eager_draws_equal_the_draw_at_the_layers_own_shape(name):
     """Eager draws come from one compiled program per power-of-two size, cut to the shape:
-    the values must be exactly those of a draw at the shape itself, as under jit."""
+    the values must be exactly those of a draw at the shape itself (under jit an initialiser
+    draws at its own shape anyway). A 4-D kernel, bfloat16 and a size past 1024."""
     classes = {"RandomNormal": initializers.RandomNormal(mean=0.5),
                "RandomUniform": initializers.RandomUniform()}  # fmt: skip
     init = classes.get(name) or initializers.get(name)
-    cases = [((5, 3), jnp.float32), ((64, 10), jnp.float32), ((3, 3, 2, 4), jnp.float32),
-             ((7, 1), jnp.bfloat16), ((1025, 2), jnp.float16)]  # fmt: skip
+    cases = [((5, 3), jnp.float32), ((3, 3, 2, 4), jnp.float32), ((7, 1), jnp.bfloat16),
+             ((1025, 2), jnp.float16)]  # fmt: skip
     for shape, dtype in cases:
         key = jax.random.fold_in(KEY, math.prod(shape))
-        for run in (lambda f: f, lambda f: jax.jit(f, static_argnums=(1, 2))):  # eager, jit
-            got, want = run(init)(key, shape, dtype), run(DIRECT[name])(key, shape, dtype)
-            assert got.shape == shape and got.dtype == dtype, (name, shape)
-            np.testing.assert_array_equal(
-                np.asarray(got, np.float64), np.asarray(want, np.float64), f"{name} {shape}"
-            )
+        got, want = init(key, shape, dtype), DIRECT[name](key, shape, dtype)
+        assert got.shape == shape and got.dtype == dtype, (name, shape)
+        np.testing.assert_array_equal(
+            np.asarray(got, np.float64), np.asarray(want, np.float64), f"{name} {shape}"
+        )
