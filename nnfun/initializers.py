@@ -21,7 +21,8 @@ Initializer = Callable[[jax.Array, tuple[int, ...], jnp.dtype], jax.Array]
 # XLA compiles a random draw in 0.3-0.8 s on a CPU, once per shape: a network of new layer
 # shapes paid that per layer. Eager draws of up to _SHARED values are made at the next power
 # of two and cut on the host, so one compiled program serves every size up to it. The values
-# are the same: threefry draws value i from counter i, so a longer draw begins with the shorter.
+# are the same: threefry draws value i from counter i, so a longer draw begins with the shorter
+# (the same bits; the float arithmetic on them is bit for bit on this CPU, ulps elsewhere).
 _SHARED = 1 << 22
 
 

@@ -170,7 +170,7 @@ DIRECT = {
 @pytest.mark.parametrize("name", sorted(DIRECT))
 def test_eager_draws_equal_the_draw_at_the_layers_own_shape(name):
     """Eager draws come from one compiled program per power-of-two size, cut to the shape:
-    the values must be exactly those of a draw at the shape itself (under jit an initialiser
+    the values must be those of a draw at the shape itself (under jit an initialiser
     draws at its own shape anyway). A 4-D kernel, bfloat16 and a size past 1024."""
     classes = {"RandomNormal": initializers.RandomNormal(mean=0.5),
                "RandomUniform": initializers.RandomUniform()}  # fmt: skip
@@ -181,6 +181,9 @@ def test_eager_draws_equal_the_draw_at_the_layers_own_shape(name):
         key = jax.random.fold_in(KEY, math.prod(shape))
         got, want = init(key, shape, dtype), DIRECT[name](key, shape, dtype)
         assert got.shape == shape and got.dtype == dtype, (name, shape)
-        np.testing.assert_array_equal(
-            np.asarray(got, np.float64), np.asarray(want, np.float64), f"{name} {shape}"
-        )
+        # The same random bits; the float arithmetic on them ran in kernels of two sizes,
+        # which another CPU may round differently: a few ulps, not bit for bit.
+        want = np.asarray(want, np.float64)
+        ulps = 4 * float(jnp.finfo(dtype).eps) * np.max(np.abs(want))
+        np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=0, atol=ulps,
+                                   err_msg=f"{name} {shape}")  # fmt: skip
