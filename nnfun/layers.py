@@ -32,7 +32,7 @@ class Layer(layer_face.WeightsOfLayer):
     trainable = True  # False: compile() leaves its parameters as they are
 
     stochastic = False  # needs a key in training
-    weighs_samples = False  # forward takes sample_weight (BatchNorm's batch statistics)
+    takes_mask = False  # forward takes mask, the rows that count (BatchNorm's batch statistics)
     regularized: tuple[str, ...] = ()  # params that L1/L2 penalise
     input_dim: int | None = None
     input_shape: tuple[int, ...] | None = None  # Keras's input_shape= on a first layer
@@ -341,10 +341,12 @@ class BatchNorm(Layer):
     """y = gamma * (x - mean) / sqrt(var + epsilon) + beta, per feature (the last axis).
 
     Training uses the batch's statistics over every axis but the last (N for (N, F), N*H*W
-    for (N, H, W, C) feature maps), weighted by ``sample_weight`` (N,) when given, so a
-    sample of weight 0 leaves them untouched: mean = sum_i p_i x_i, var = sum_i p_i
-    (x_i - mean)^2, p = w / sum(w). It returns running statistics updated as running =
-    momentum * running + (1 - momentum) * batch (kept when every weight is 0), computed in
+    for (N, H, W, C) feature maps), over the rows of ``mask`` (N,) when given (as Keras's
+    ``mask``: a padded batch's real rows; sample weights do not enter them, as in Keras), so
+    a row of mask 0 leaves them untouched: mean = sum_i p_i x_i, var = sum_i p_i
+    (x_i - mean)^2, p = m / sum(m) (a float mask weighs the rows). It returns running
+    statistics updated as running = momentum * running + (1 - momentum) * batch (kept when
+    the whole mask is 0), computed in
     the state's dtype (float32 under bfloat16 compute, where a 1% update would round away);
     evaluation uses the running ones.
     """
@@ -352,7 +354,7 @@ class BatchNorm(Layer):
     momentum: float = 0.99
     epsilon: float = 1e-5
 
-    weighs_samples = True
+    takes_mask = True
 
     def __post_init__(self):
         if not 0 <= self.momentum < 1:
@@ -369,7 +371,7 @@ class BatchNorm(Layer):
         c = in_shape[-1]
         return {"mean": jnp.zeros((c,), dtype), "var": jnp.ones((c,), dtype)}
 
-    def forward(self, params, state, x, key=None, train=False, sample_weight=None):
+    def forward(self, params, state, x, key=None, train=False, mask=None):
         _check_x(self, x, params["gamma"].shape[0], flat=False)
         axes = tuple(range(x.ndim - 1))
         p = None  # per-sample weights normalised to sum 1 over the values, or None: 1/count
@@ -384,11 +386,11 @@ class BatchNorm(Layer):
             acc = jnp.promote_types(x.dtype, state["mean"].dtype)
             xs = x.astype(acc)
             m = self.momentum
-            if sample_weight is None:
+            if mask is None:
                 mean = jnp.mean(xs, axis=axes)
                 var = jnp.mean(jnp.square(xs - mean), axis=axes)
             else:
-                w = jnp.reshape(sample_weight, (-1,) + (1,) * (x.ndim - 1)).astype(acc)
+                w = jnp.reshape(mask, (-1,) + (1,) * (x.ndim - 1)).astype(acc)
                 total = jnp.sum(w) * (count // x.shape[0])
                 p = w / jnp.maximum(total, jnp.finfo(acc).tiny)
                 mean = jnp.sum(p * xs, axis=axes)

@@ -142,10 +142,10 @@ class Network:
             )
 
     # ---- forward ----------------------------------------------------------------------
-    def forward(self, params, x, *, state=None, key=None, train=False, sample_weight=None):
+    def forward(self, params, x, *, state=None, key=None, train=False, mask=None):
         """Runs every layer, keeping caches: ``(y, new_state, caches)``.
 
-        ``sample_weight`` (batch,) weights BatchNorm's training statistics (0: left out).
+        ``mask`` (batch,) marks the rows in BatchNorm's training statistics (0: left out).
         """
         if validation.is_concrete(params, x):  # tracers pass untouched; their shapes are checked
             # Concrete params and x may still be constants closed over inside a jit trace,
@@ -165,8 +165,8 @@ class Network:
         )
         new_state, caches = [], []
         for layer, p, s, k in zip(self.layers, params, state, keys, strict=True):
-            weighed = {"sample_weight": sample_weight} if layer.weighs_samples else {}
-            x, s, cache = layer.forward(p, s, x, key=k, train=train, **weighed)
+            masked = {"mask": mask} if layer.takes_mask else {}
+            x, s, cache = layer.forward(p, s, x, key=k, train=train, **masked)
             new_state.append(s)
             caches.append(cache)
         return x, new_state, caches
@@ -192,8 +192,9 @@ class Network:
         if np.ndim(x) >= 1 and validation.is_concrete(x, y):
             with jax.ensure_compile_time_eval():
                 y = validation.check_y(self, loss, y, np.shape(x)[0])
-        # BatchNorm weighs its batch statistics by w * m: a padded row (m = 0) is left out.
-        fwd["sample_weight"] = _masked(sample_weight, mask)
+        # BatchNorm's batch statistics leave a padded row (m = 0) out; sample weights weigh
+        # the loss only (Keras's BatchNormalization never sees them).
+        fwd["mask"] = mask
         if compute_dtype is not None:  # mixed precision: layers run in compute_dtype ...
             state = fwd.get("state")
             out, new_state, caches = self.forward(
@@ -296,14 +297,6 @@ class Network:
     def manual_grad(self, params, x, y, *, loss, **kwargs) -> Params:
         """dJ/dparams by the hand-written backward pass (same structure as params)."""
         return self.value_and_manual_grad(params, x, y, loss=loss, **kwargs)[1]
-
-
-def _masked(sample_weight, mask):
-    """w * m, or whichever is given (None when neither is)."""
-    if mask is None:
-        return sample_weight
-    mask = jnp.asarray(mask)
-    return mask if sample_weight is None else sample_weight * mask.astype(sample_weight.dtype)
 
 
 def _as_shape(shape: Any) -> tuple[int, ...]:

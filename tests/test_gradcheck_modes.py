@@ -16,7 +16,7 @@ CCE = "categorical_crossentropy"
 # test_gradcheck's shapes, so that op-by-op runs reuse the operations compiled there.
 X = np.random.default_rng(0).normal(size=(5, 3))
 Y = np.array([0, 1, 2, 0, 1])
-W = np.array([0.5, 2.0, 0.0, 3.0, 1.5])
+M = np.array([True, True, False, True, True])  # a padded batch's real rows
 
 
 @pytest.fixture(autouse=True)
@@ -109,7 +109,7 @@ def test_layers_that_do_not_differ_are_checked_once_and_dropout_gets_a_key():
 
 def test_the_layer_by_layer_pass_weighs_batch_norm_as_the_network_does(params):
     wrong = gradcheck.check_network(
-        bn_net(UnweightedBatchNorm()), params, X, Y, loss=CCE, sample_weight=W, train=True,
+        bn_net(UnweightedBatchNorm()), params, X, Y, loss=CCE, mask=M, train=True,
         finite_diff=False,
     )  # fmt: skip
     assert not wrong.autodiff.ok
@@ -117,7 +117,7 @@ def test_the_layer_by_layer_pass_weighs_batch_norm_as_the_network_does(params):
     assert (culprit.layer, culprit.mode) == (1, "train")
     assert [leaf.path for leaf in culprit.report.failures] == ["dx"]
     right = gradcheck.check_network(
-        bn_net(BatchNorm()), params, X, Y, loss=CCE, sample_weight=W, finite_diff=False
+        bn_net(BatchNorm()), params, X, Y, loss=CCE, mask=M, finite_diff=False
     )
     right.assert_ok()
     # A layer checked in training mode only is its own culprit in evaluation mode too.

@@ -190,8 +190,8 @@ def test_batchnorm_normalises_and_its_backward_matches_jax(shape):
 
 @pytest.mark.parametrize("shape", [(16, 3), (4, 3, 2, 5)], ids=["N,F", "N,H,W,C"])
 def test_batchnorm_weighted_statistics_against_numpy_and_backward_against_jax(shape):
-    """sample_weight (N,) weighs each sample's values in the batch statistics (a weight-0
-    sample is left out) and the hand-written backward of the weighted statistics is exact."""
+    """A float mask (N,) weighs each sample's values in the batch statistics (a mask-0 sample,
+    padding, is left out) and the hand-written backward of the weighted statistics is exact."""
     layer, c = BatchNorm(momentum=0.9, epsilon=1e-5), shape[-1]
     x = normal(shape, 1, 3.0) + 2.0
     w = jnp.asarray(np.random.default_rng(2).uniform(0.0, 2.0, shape[0])).at[1].set(0.0)
@@ -202,7 +202,7 @@ def test_batchnorm_weighted_statistics_against_numpy_and_backward_against_jax(sh
     @jax.jit
     def run(params, x, dy, w):
         def forward(p, x):
-            return layer.forward(p, state, x, train=True, sample_weight=w)
+            return layer.forward(p, state, x, train=True, mask=w)
 
         y, new_state, cache = forward(params, x)
         _, vjp = jax.vjp(lambda p, x: forward(p, x)[0], params, x)
@@ -222,7 +222,7 @@ def test_batchnorm_weighted_statistics_against_numpy_and_backward_against_jax(sh
     report = gradcheck.compare(manual, ref, tol=TOL, name="jax.vjp")
     assert report.ok, str(report)
     # A batch of weight-0 samples only (all padding) leaves the running statistics as they were.
-    _, kept, _ = layer.forward(params, new_state, x, train=True, sample_weight=jnp.zeros(shape[0]))
+    _, kept, _ = layer.forward(params, new_state, x, train=True, mask=jnp.zeros(shape[0]))
     np.testing.assert_array_equal(kept["mean"], new_state["mean"])
     np.testing.assert_array_equal(kept["var"], new_state["var"])
 

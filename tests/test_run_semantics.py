@@ -139,6 +139,29 @@ def test_weights_apply_like_keras(keras):
         assert evaluated == pytest.approx(k.evaluate(x, y, sample_weight=w, verbose=0), 1e-5)
 
 
+def test_sample_weights_leave_batch_norm_statistics_alone_as_in_keras(keras):
+    """Keras's BatchNormalization never sees sample weights: its batch statistics (and so
+    every gradient through them) are the unweighted batch's, the last partial one included."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 3)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32)
+    w = np.r_[np.ones(32), np.zeros(16), 3 * np.ones(16)].astype(np.float32)
+    keras.utils.set_random_seed(1)
+    L = keras.layers
+    k = keras.Sequential([keras.Input((3,)), L.Dense(4), L.BatchNormalization(epsilon=1e-5),
+                          L.Activation("tanh"), L.Dense(2, activation="softmax")])  # fmt: skip
+    k.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
+    n = nnfun.Sequential([nnfun.Input(shape=(3,)), Dense(4), nnfun.BatchNorm(),
+                          nnfun.Activation("tanh"), Dense(2, "softmax")], key=0)  # fmt: skip
+    n.compile(loss="sparse_categorical_crossentropy", optimizer="sgd", learning_rate=0.1)
+    n.set_weights(k.get_weights())
+    fit = dict(sample_weight=w, batch_size=24, epochs=2, shuffle=False, verbose=0)
+    kh, nh = k.fit(x, y, **fit).history, n.fit(x, y, **fit).history
+    np.testing.assert_allclose(nh["loss"], kh["loss"], rtol=1e-5, atol=1e-6)
+    for a, b in zip(n.get_weights(), k.get_weights(), strict=True):  # running stats included
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_learning_rate_callbacks_match_keras(keras):
     def schedule(epoch, lr):
         return lr * 0.5 if epoch >= 1 else lr

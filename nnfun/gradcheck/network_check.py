@@ -265,7 +265,7 @@ def _differs(net, params, x, kwargs):
         out_train = layer.forward(p, s, h, key=k, train=True)[0]
         out_eval = layer.forward(p, s, h, key=k, train=False)[0]
         same = np.shape(out_train) == np.shape(out_eval) and np.allclose(out_train, out_eval)
-        yield layer.stochastic or layer.weighs_samples or not same
+        yield layer.stochastic or layer.takes_mask or not same
         h = out_train
 
 
@@ -281,18 +281,15 @@ def _merge(train_pieces, eval_pieces):
 def _pieces(net, params, x, y, *, loss, seed, train, state=None, key=None,
             sample_weight=None, mask=None, only=None, **_) -> list[PieceCheck]:  # fmt: skip
     """The loss and every layer (those in ``only``) in backprop order, each on its real
-    input, with BatchNorm's statistics weighted as the network weighs them."""
+    input, with BatchNorm's statistics over the rows the network's mask keeps."""
     n = len(net.layers)
     mode = "train" if train else "eval"
     state = net.init_state(x.dtype) if state is None else state
     keys = jax.random.split(key, n) if key is not None else [None] * n
-    weights = sample_weight if mask is None else (
-        jnp.asarray(mask, x.dtype) * (1 if sample_weight is None else sample_weight)
-    )  # fmt: skip
 
     def run(layer, p, s, v, k):
-        weighed = {"sample_weight": weights} if layer.weighs_samples else {}
-        return layer.forward(p, s, v, key=k, train=train, **weighed)
+        masked = {"mask": mask} if layer.takes_mask else {}
+        return layer.forward(p, s, v, key=k, train=train, **masked)
 
     inputs, caches = [], []
     h = x
