@@ -66,11 +66,17 @@ def place(arrays, mesh=None):
 def groups(batches, k: int, rows_per_step: int | None = None):
     """Host groups from an iterator of ``(index, (x, y, w))``: runs of up to ``k`` batches
     of the same rows stacked. With ``rows_per_step`` (several processes) every batch is
-    padded to that many rows with masked rows, and every group carries a mask."""
+    padded to that many rows with masked rows, and every group carries a mask. In one
+    process a batch shorter than the epoch's first (the last partial one) is padded to its
+    rows and masked, as ``train.run_epoch`` steps it: the same step program and the same
+    bits, not a second program at the short batch's shape."""
     run: list = []
+    rows = None  # the epoch's first batch's rows (one process)
 
     def flush():
         parts = [b for _, b in run]
+        if any(len(p) == 4 for p in parts):  # a padded batch: the others' rows all count
+            parts = [p if len(p) == 4 else (*p, np.ones(p[0].shape[0], np.float32)) for p in parts]
         stacked = [None if parts[0][j] is None else _stack([p[j] for p in parts], k)
                    for j in range(len(parts[0]))]  # fmt: skip
         xs, ys, ws, ms = (*stacked, None)[:4]
@@ -81,6 +87,10 @@ def groups(batches, k: int, rows_per_step: int | None = None):
     for index, batch in batches:
         if rows_per_step is not None:
             batch = _padded(batch, rows_per_step)
+        else:
+            rows = rows or batch[0].shape[0]
+            if batch[0].shape[0] < rows:
+                batch = _padded(batch, rows, weigh=False)
         if run and (batch[0].shape[0] != run[0][1][0].shape[0]
                     or (batch[2] is None) != (run[0][1][2] is None)):  # fmt: skip
             yield flush()
@@ -99,12 +109,14 @@ def _stack(arrays, k: int):
     return out
 
 
-def _padded(batch, rows: int):
+def _padded(batch, rows: int, weigh: bool = True):
+    """The batch padded to ``rows`` with zero rows, and its mask; ``weigh``: weights of 1
+    where none are given (several processes: every process the same arrays)."""
     x, y, w = batch
     n = x.shape[0]
     if n > rows:
         raise ValueError(f"a batch of {n} rows; each process's batches must have at most {rows}")
-    w = np.ones(n, np.float32) if w is None else w  # every process: the same arrays
+    w = np.ones(n, np.float32) if w is None and weigh else w
     mask = np.zeros(rows, np.float32)
     mask[:n] = 1
 

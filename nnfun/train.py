@@ -355,8 +355,10 @@ def run_epoch(
 ):
     """One epoch as one program: ``(state, metrics)`` with per-batch metric arrays.
 
-    Shuffles with the state's key, scans the step over the full batches, then takes one
-    step on the remainder (a full batch, batch_size >= n, takes no permutation or gather).
+    Shuffles with the state's key and scans the step over the batches; the last partial
+    batch is padded to the batch size and its padding rows masked out of the loss, the
+    metrics and BatchNorm's statistics, so the program holds one step, not a second one at
+    the remainder's shape (a full batch, batch_size >= n, takes no permutation or gather).
     With ``guard`` steps after a non-finite one are skipped (metrics say which, leaf by
     leaf). Without it the steps run unchecked and ``metrics["finite"]`` only says whether
     each loss and the final parameters are finite: the fast path, which ``fit`` replays
@@ -370,8 +372,9 @@ def run_epoch(
         key, perm_key = jax.random.split(state.key)
         state = state._replace(key=key)
 
-    def step(carry, idx):
+    def step(carry, batch):
         state, healthy = carry
+        idx, mask = batch
         if idx is None:
             xb, yb, wb = x, y, sample_weight
         else:
@@ -379,7 +382,7 @@ def run_epoch(
             wb = None if sample_weight is None else sample_weight[idx]
         if mesh is not None and xb.shape[0] % parallel.data_size(mesh) == 0:
             xb, yb = parallel.constrain_batch((xb, yb), mesh)
-        new, metrics = train_step(net, config, state, xb, yb, wb)
+        new, metrics = train_step(net, config, state, xb, yb, wb, mask)
         if not guard:  # the unused finite flags are dead code to the compiler
             keep = ("loss", "size", "weight", "grad_error", *config.metrics)
             return (new, healthy), {k: metrics[k] for k in keep if k in metrics}
@@ -390,19 +393,17 @@ def run_epoch(
 
     carry = (state, jnp.asarray(True))
     if whole:
-        carry, metrics = step(carry, None)
+        carry, metrics = step(carry, (None, None))
         metrics = jax.tree.map(lambda a: a[None], metrics)
     else:
         order = jax.random.permutation(perm_key, n) if shuffle else jnp.arange(n)  # noqa: F821
-        parts = []
-        if full:
-            batches = order[: full * batch_size].reshape(full, -1)
-            carry, part = jax.lax.scan(step, carry, batches)
-            parts.append(part)
-        if rest:
-            carry, part = step(carry, order[full * batch_size :])
-            parts.append(jax.tree.map(lambda a: a[None], part))
-        metrics = jax.tree.map(lambda *a: jnp.concatenate(a), *parts)
+        steps = full + (rest > 0)
+        # The last partial batch is padded (with row 0) and masked: one step in the program,
+        # not a second copy of it at the partial batch's shape.
+        pad = steps * batch_size - n
+        batches = jnp.concatenate([order, jnp.zeros(pad, order.dtype)]).reshape(steps, -1)
+        masks = None if not pad else (jnp.arange(steps * batch_size) < n).reshape(steps, -1)
+        carry, metrics = jax.lax.scan(step, carry, (batches, masks))
     state = carry[0]
     if not guard:  # a non-finite gradient always reaches the parameters or the loss
         metrics["finite"] = jnp.isfinite(metrics["loss"]) & _all_finite(state.params)
