@@ -346,9 +346,8 @@ class BatchNorm(Layer):
     a row of mask 0 leaves them untouched: mean = sum_i p_i x_i, var = sum_i p_i
     (x_i - mean)^2, p = m / sum(m) (a float mask weighs the rows). It returns running
     statistics updated as running = momentum * running + (1 - momentum) * batch (kept when
-    the whole mask is 0), computed in
-    the state's dtype (float32 under bfloat16 compute, where a 1% update would round away);
-    evaluation uses the running ones.
+    the whole mask is 0), computed in the state's dtype (float32 under bfloat16 compute,
+    where a 1% update would round away); evaluation uses the running ones.
     """
 
     momentum: float = 0.99
