@@ -373,7 +373,7 @@ class BatchNorm(Layer):
     def forward(self, params, state, x, key=None, train=False, mask=None):
         _check_x(self, x, params["gamma"].shape[0], flat=False)
         axes = tuple(range(x.ndim - 1))
-        p = None  # per-sample weights normalised to sum 1 over the values, or None: 1/count
+        p = None  # each row's share of the statistics (the mask over its sum), or None: 1/count
         if train:
             count = math.prod(x.shape[:-1])
             if count < 2:
@@ -389,9 +389,9 @@ class BatchNorm(Layer):
                 mean = jnp.mean(xs, axis=axes)
                 var = jnp.mean(jnp.square(xs - mean), axis=axes)
             else:
-                w = jnp.reshape(mask, (-1,) + (1,) * (x.ndim - 1)).astype(acc)
-                total = jnp.sum(w) * (count // x.shape[0])
-                p = w / jnp.maximum(total, jnp.finfo(acc).tiny)
+                rows = jnp.reshape(mask, (-1,) + (1,) * (x.ndim - 1)).astype(acc)
+                total = jnp.sum(rows) * (count // x.shape[0])
+                p = rows / jnp.maximum(total, jnp.finfo(acc).tiny)
                 mean = jnp.sum(p * xs, axis=axes)
                 var = jnp.sum(p * jnp.square(xs - mean), axis=axes)
                 m = jnp.where(total > 0, m, 1.0).astype(acc)  # an all-padding batch
