@@ -37,12 +37,12 @@ MIN_CAPACITY = 16  # runs of up to 16 epochs share one program (a row of logs: a
 
 
 def capacity(fixed: int | None, epochs: int) -> int:
-    """The history buffers' length: the epochs this call runs rounded up to a power of two,
-    at least MIN_CAPACITY (few distinct programs), at most MAX_CHUNK; a fixed chunk length
-    exactly."""
-    if fixed:
-        return fixed
-    return min(MAX_CHUNK, max(MIN_CAPACITY, 1 << max(0, epochs - 1).bit_length()))
+    """The history buffers' length: a fixed chunk's epochs, or else the epochs this call
+    runs, rounded up to a power of two, at least MIN_CAPACITY (few distinct programs: a run
+    one epoch per call shares its program with short runs), at most MAX_CHUNK unless a fixed
+    chunk is longer."""
+    wanted = 1 << max(0, (fixed or epochs) - 1).bit_length()
+    return max(fixed or 0, min(MAX_CHUNK, max(MIN_CAPACITY, wanted)))
 
 
 class Interrupt:

@@ -12,16 +12,14 @@ import json
 import os
 
 import pytest
+import xla_flags
 from hypothesis import HealthCheck, settings
 
-# The suite compiles hundreds of small programs and runs each a few times: XLA's backend
-# optimisation costs more time than it saves there (a third of test_train's CPU time).
-# (XLA's older CPU fusion emitters would halve compile times again, but they fuse a chunk
-# of epochs differently from one epoch, and chunked runs must equal per-epoch runs bit for
-# bit.) Set before JAX starts; the worker subprocesses the tests launch inherit it.
-os.environ["XLA_FLAGS"] = " ".join(
-    f for f in (os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=0") if f
-)
+# The suite compiles thousands of small programs and runs each a few times: XLA's backend
+# optimisation and its newer CPU fusion emitters (MLIR) cost more compile time than they save
+# there; without them the suite takes half the time. What the tests check holds under both,
+# bit-for-bit results included (test_default_compiler.py runs those under XLA's defaults).
+xla_flags.set_for_the_suite()
 
 settings.register_profile(
     "ci",

@@ -277,6 +277,10 @@ def test_probe_buffers_follow_the_run_and_huge_probes_are_refused(monkeypatch):
     track = probes.check({"W": lambda p, s: p[0]["W"]})
     assert chunks.capacity(None, 3) == 16 and chunks.capacity(None, 100) == 128
     assert chunks.capacity(None, 100_000) == chunks.MAX_CHUNK
+    # A fixed chunk (one epoch per call with per-epoch callbacks) shares the short runs'
+    # program; a fixed chunk longer than MAX_CHUNK still fits in one call.
+    assert chunks.capacity(1, 40) == chunks.capacity(7, 1000) == 16
+    assert chunks.capacity(20, 30) == 32 and chunks.capacity(5000, 9000) == 5000
     assert probes.capacity(track, state, 16, 3) == 4  # probe buffers: the run's epochs
     monkeypatch.setattr(probes, "DEVICE_BUDGET", 48 * 8)  # 48 bytes an epoch: 8 epochs fit
     assert probes.capacity(track, state, 64, 10) == 8

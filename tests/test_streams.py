@@ -90,6 +90,7 @@ def unshuffled(setup):
     return fit(setup, x, y, shuffle=False)
 
 
+@pytest.mark.bits
 def test_generator_gives_the_arrays_bits(setup, unshuffled):
     # Planted bug seen failing: dropping the last smaller batch, or running K-1 of K steps.
     *_, x, y = setup
@@ -101,6 +102,7 @@ def test_generator_gives_the_arrays_bits(setup, unshuffled):
     assert int(state.step) == 8 and int(state.epoch) == 2
 
 
+@pytest.mark.bits
 def test_memmap_gives_the_arrays_bits_shuffled(setup, tmp_path):
     *_, x, y = setup
     np.save(tmp_path / "x.npy", x)
@@ -113,6 +115,7 @@ def test_memmap_gives_the_arrays_bits_shuffled(setup, tmp_path):
     assert streamed["loss"] == history["loss"]
 
 
+@pytest.mark.bits
 def test_pydataset_is_shuffled_per_epoch_with_the_run_key(setup, unshuffled):
     net, config, state, x, y = setup
     batches = batches_of(x, y)
@@ -135,6 +138,7 @@ def test_pydataset_is_shuffled_per_epoch_with_the_run_key(setup, unshuffled):
     assert same_bits(unshuffled_ds.params, unshuffled[0].params)
 
 
+@pytest.mark.bits
 def test_grain_gives_the_arrays_bits(setup, unshuffled):
     grain = pytest.importorskip("grain")
     *_, x, y = setup

@@ -125,6 +125,7 @@ def chunked_run(per_chunk, **kw):
     )  # fmt: skip
 
 
+@pytest.mark.bits
 def test_chunks_of_epochs_change_no_bit_and_a_resume_matches_the_uninterrupted_run(tmp_path):
     """Dropout, BatchNorm, validation, early stopping, sample weights and a remainder batch
     (90 = 5 x 16 + 10): one epoch per compiled call, 7 per call and timed chunks agree.
@@ -202,6 +203,7 @@ def test_early_stopping_follows_keras_rule():
         assert_same_bits(last.params, replay.params)
 
 
+@pytest.mark.bits
 def test_a_blow_up_returns_the_last_finite_epoch():
     net = nnfun.Sequential([Dense(1, "identity", input_dim=6)], key=0)
     cfg = nnfun.Config.make("mse", "sgd", learning_rate=0.05)
@@ -386,6 +388,7 @@ def notes_model(**kw):
     return model
 
 
+@pytest.mark.bits
 def test_keras_face_runs_the_notes_example_and_a_second_fit_trains_more(capsys):
     model = notes_model(key=0)
     history = model.fit(X, Y, batch_size=10, epochs=3, verbose=2)
