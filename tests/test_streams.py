@@ -115,7 +115,6 @@ def test_memmap_gives_the_arrays_bits_shuffled(setup, tmp_path):
     assert streamed["loss"] == history["loss"]
 
 
-@pytest.mark.bits
 def test_pydataset_is_shuffled_per_epoch_with_the_run_key(setup, unshuffled):
     net, config, state, x, y = setup
     batches = batches_of(x, y)
@@ -138,7 +137,6 @@ def test_pydataset_is_shuffled_per_epoch_with_the_run_key(setup, unshuffled):
     assert same_bits(unshuffled_ds.params, unshuffled[0].params)
 
 
-@pytest.mark.bits
 def test_grain_gives_the_arrays_bits(setup, unshuffled):
     grain = pytest.importorskip("grain")
     *_, x, y = setup

@@ -388,7 +388,6 @@ def notes_model(**kw):
     return model
 
 
-@pytest.mark.bits
 def test_keras_face_runs_the_notes_example_and_a_second_fit_trains_more(capsys):
     model = notes_model(key=0)
     history = model.fit(X, Y, batch_size=10, epochs=3, verbose=2)
