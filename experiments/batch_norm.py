@@ -35,13 +35,13 @@ DEPTH = 8
 WIDTH = 64
 ACTIVATION = "relu"
 LEARNING_RATES = (0.01, 0.1, 0.3, 1.0, 2.0)  # plain SGD
-QUICK_LEARNING_RATES = (0.1, 1.0, 2.0)
+QUICK_LEARNING_RATES = (0.1, 1.0)  # plain fails at 1.0 already; BN reaches the target by epoch 3
 TARGET = 0.9  # test accuracy
 BN_MOMENTUM = 0.9  # running statistics for evaluation
 LOSS = "categorical_crossentropy"
 BATCH_SIZE = 32
 EPOCHS = 20
-QUICK_EPOCHS = 6
+QUICK_EPOCHS = 4
 
 
 def build(batch_norm: bool) -> nnfun.Sequential:

@@ -43,7 +43,7 @@ HIDDEN = (64, 64, 64)
 LOSS = "categorical_crossentropy"
 BATCH_SIZE = 32
 EPOCHS = 20
-QUICK_EPOCHS = 4
+QUICK_EPOCHS = 2
 COLLAPSED = 0.5  # training accuracy below this counts as a failed run
 
 

@@ -101,78 +101,107 @@ def logits(net, params, x, key=None):
 
 
 def mask_moments(fns, inputs, key, masks: int):
-    """For each fn(x, key) -> (n, k) with its input x: the mean, standard deviation and mean
-    softmax (the arithmetic-mean probabilities) over `masks` dropout masks per row of x.
+    """For each fn(x, key) -> [(n, k), ...] with its input x (an (n, d) array or a list of
+    them): the mean, standard deviation and mean softmax (the arithmetic-mean probabilities)
+    of each of its outputs over `masks` dropout masks per row of x.
 
-    Each scan step runs every fn once on CHUNK stacked copies of its x, so every row of
-    every copy draws its own mask.
+    Each scan step runs every fn once, with its own key, on CHUNK stacked copies of its x, so
+    every row of every copy draws its own mask.
     """
-    copies = [jnp.tile(x, (CHUNK, 1)) for x in inputs]
+    copies = jax.tree.map(lambda x: jnp.tile(x, (CHUNK, 1)), inputs)
 
     def body(carry, key):
         new = []
-        for fn, xs, k, (s, s2, sp) in zip(
+        for fn, xs, k, sums in zip(
             fns, copies, jax.random.split(key, len(fns)), carry, strict=True
         ):
-            z = fn(xs, k).reshape(CHUNK, xs.shape[0] // CHUNK, -1)
-            new.append((s + z.sum(0), s2 + (z * z).sum(0), sp + jax.nn.softmax(z, -1).sum(0)))
+            outs = []
+            for z, (s, s2, sp) in zip(fn(xs, k), sums, strict=True):
+                z = z.reshape(CHUNK, z.shape[0] // CHUNK, -1)
+                outs.append((s + z.sum(0), s2 + (z * z).sum(0), sp + jax.nn.softmax(z, -1).sum(0)))
+            new.append(outs)
         return new, None
 
     zeros = [
-        jnp.zeros(jax.eval_shape(fn, x, key).shape, x.dtype)
+        [(z, z, z) for z in (jnp.zeros(o.shape, o.dtype) for o in jax.eval_shape(fn, x, key))]
         for fn, x in zip(fns, inputs, strict=True)
     ]
-    carry, _ = jax.lax.scan(body, [(z, z, z) for z in zeros], jax.random.split(key, masks // CHUNK))
+    carry, _ = jax.lax.scan(body, zeros, jax.random.split(key, masks // CHUNK))
     moments = []
-    for s, s2, sp in carry:
-        mean = s / masks
-        moments.append((mean, jnp.sqrt(jnp.maximum(s2 / masks - mean * mean, 0.0)), sp / masks))
+    for sums in carry:
+        moments.append([])
+        for s, s2, sp in sums:
+            mean = s / masks
+            std = jnp.sqrt(jnp.maximum(s2 / masks - mean * mean, 0.0))
+            moments[-1].append((mean, std, sp / masks))
     return moments
 
 
-def compare(scaled: bool, x, y, masks: int):
-    """For one network's params: weight scaling vs the mask-average, and the linear layer."""
-    net, lin = build(scaled), linear_part(scaled)
+def compare(x, y, masks: int):
+    """For each form's params: weight scaling vs the mask-average, and the linear layer.
+
+    One compiled program for both forms (one compile instead of two); the forms see the same
+    masks, drawn from the same keys with the same keep probabilities.
+    """
+    nets = {label: build(scaled) for label, scaled in FORMS.items()}
+    lins = {label: linear_part(scaled) for label, scaled in FORMS.items()}
 
     def one(params, key):
-        _, _, caches = net.forward(params, x)
-        z_scaled, hidden = caches[-1][1], caches[1][2]  # logits, weight-scaled hidden units
-        p_scaled = jax.nn.softmax(z_scaled, -1)
+        z_scaled, hidden = {}, {}
+        for label, net in nets.items():
+            _, _, caches = net.forward(params[label], x)
+            z_scaled[label], hidden[label] = caches[-1][1], caches[1][2]  # weight-scaled
         # The output layer alone, fed the weight-scaled hidden units: dropout, then linear.
-        lin_params = [{}, params[-1]]
-        l_scaled = logits(lin, lin_params, hidden)
-        (z_mean, z_std, p_arith), (l_mean, l_std, _) = mask_moments(
+        lin_params = {label: [{}, p[-1]] for label, p in params.items()}
+        net_moments, lin_moments = mask_moments(
             [
-                lambda xs, k: logits(net, params, xs, k),
-                lambda hs, k: logits(lin, lin_params, hs, k),
+                lambda xs, k: [logits(nets[f], params[f], xs, k) for f in FORMS],
+                lambda hs, k: [logits(lins[f], lin_params[f], hs[f], k) for f in FORMS],
             ],
             [x, hidden],
             key,
             masks,
         )
-        p_geo = jax.nn.softmax(z_mean, -1)  # prod p^(1/n) renormalised = softmax(mean z)
-        stderr = jnp.maximum(l_std, 1e-12) / jnp.sqrt(masks)
-        net_stderr = jnp.maximum(z_std, 1e-12) / jnp.sqrt(masks)
-        same = lambda p, q: jnp.mean(jnp.argmax(p, -1) == jnp.argmax(q, -1))  # noqa: E731
-        accuracy = lambda p: jnp.mean(jnp.argmax(p, -1) == y)  # noqa: E731
         return {
-            "accuracy_scaled": accuracy(p_scaled),
-            "accuracy_arithmetic": accuracy(p_arith),
-            "accuracy_geometric": accuracy(p_geo),
-            "agreement_arithmetic": same(p_scaled, p_arith),
-            "agreement_geometric": same(p_scaled, p_geo),
-            "mean_abs_diff_arithmetic": jnp.mean(jnp.abs(p_scaled - p_arith)),
-            "max_abs_diff_arithmetic": jnp.max(jnp.abs(p_scaled - p_arith)),
-            "mean_abs_diff_geometric": jnp.mean(jnp.abs(p_scaled - p_geo)),
-            "linear_max_z": jnp.max(jnp.abs(l_mean - l_scaled) / stderr),
-            "linear_diff_over_stderr": jnp.mean(jnp.abs(l_mean - l_scaled)) / jnp.mean(stderr),
-            "network_diff_over_stderr": jnp.mean(jnp.abs(z_mean - z_scaled)) / jnp.mean(net_stderr),
-            "p_scaled_of_label": jnp.take_along_axis(p_scaled, y[:, None], -1)[:, 0],
-            "p_arith_of_label": jnp.take_along_axis(p_arith, y[:, None], -1)[:, 0],
-            "p_geo_of_label": jnp.take_along_axis(p_geo, y[:, None], -1)[:, 0],
+            label: summary(
+                z_scaled[label],
+                net_moments[i],
+                logits(lins[label], lin_params[label], hidden[label]),
+                lin_moments[i],
+                y,
+                masks,
+            )
+            for i, label in enumerate(FORMS)
         }
 
     return jax.jit(jax.vmap(one))
+
+
+def summary(z_scaled, net_moments, l_scaled, lin_moments, y, masks: int) -> dict:
+    """One form: the weight-scaled network's logits against the mask-average's moments."""
+    (z_mean, z_std, p_arith), (l_mean, l_std, _) = net_moments, lin_moments
+    p_scaled = jax.nn.softmax(z_scaled, -1)
+    p_geo = jax.nn.softmax(z_mean, -1)  # prod p^(1/n) renormalised = softmax(mean z)
+    stderr = jnp.maximum(l_std, 1e-12) / jnp.sqrt(masks)
+    net_stderr = jnp.maximum(z_std, 1e-12) / jnp.sqrt(masks)
+    same = lambda p, q: jnp.mean(jnp.argmax(p, -1) == jnp.argmax(q, -1))  # noqa: E731
+    accuracy = lambda p: jnp.mean(jnp.argmax(p, -1) == y)  # noqa: E731
+    return {
+        "accuracy_scaled": accuracy(p_scaled),
+        "accuracy_arithmetic": accuracy(p_arith),
+        "accuracy_geometric": accuracy(p_geo),
+        "agreement_arithmetic": same(p_scaled, p_arith),
+        "agreement_geometric": same(p_scaled, p_geo),
+        "mean_abs_diff_arithmetic": jnp.mean(jnp.abs(p_scaled - p_arith)),
+        "max_abs_diff_arithmetic": jnp.max(jnp.abs(p_scaled - p_arith)),
+        "mean_abs_diff_geometric": jnp.mean(jnp.abs(p_scaled - p_geo)),
+        "linear_max_z": jnp.max(jnp.abs(l_mean - l_scaled) / stderr),
+        "linear_diff_over_stderr": jnp.mean(jnp.abs(l_mean - l_scaled)) / jnp.mean(stderr),
+        "network_diff_over_stderr": jnp.mean(jnp.abs(z_mean - z_scaled)) / jnp.mean(net_stderr),
+        "p_scaled_of_label": jnp.take_along_axis(p_scaled, y[:, None], -1)[:, 0],
+        "p_arith_of_label": jnp.take_along_axis(p_arith, y[:, None], -1)[:, 0],
+        "p_geo_of_label": jnp.take_along_axis(p_geo, y[:, None], -1)[:, 0],
+    }
 
 
 def initial_states(seeds: int) -> nnfun.TrainState:
@@ -183,18 +212,25 @@ def initial_states(seeds: int) -> nnfun.TrainState:
     return jax.jit(lambda k: nnfun.train.init_many(build(True), CONFIG, k))(keys)
 
 
-def run(label: str, split, states, epochs: int, masks: int) -> dict:
-    """Trains a stack of networks of one dropout form at once, then compares at test time."""
-    net, config = build(FORMS[label]), CONFIG
-    seeds = len(states.step)
+def train(label: str, split, states, epochs: int):
+    """Trains a stack of networks of one dropout form at once: (params, loss curves)."""
     x, y = jnp.asarray(split.x_train[:N_TRAIN]), jnp.asarray(split.y_train[:N_TRAIN])
     states, hist = nnfun.train.fit_many(
-        net, x, y, states, config=config, epochs=epochs, batch_size=BATCH_SIZE
+        build(FORMS[label]), x, y, states, config=CONFIG, epochs=epochs, batch_size=BATCH_SIZE
     )
+    return states.params, hist["loss"].T
+
+
+def run(split, states, epochs: int, masks: int) -> dict:
+    """Trains both forms, then compares each at test time: form -> results."""
+    trained = {label: train(label, split, states, epochs) for label in FORMS}
     xt, yt = jnp.asarray(split.x_test), jnp.asarray(split.y_test)
-    mask_keys = jax.random.split(jax.random.key(1), seeds)
-    result = compare(FORMS[label], xt, yt, masks)(states.params, mask_keys)
-    return {k: np.asarray(v) for k, v in result.items()} | {"loss_curve": hist["loss"].T}
+    mask_keys = jax.random.split(jax.random.key(1), len(states.step))
+    compared = compare(xt, yt, masks)({k: p for k, (p, _) in trained.items()}, mask_keys)
+    return {
+        label: {k: np.asarray(v) for k, v in compared[label].items()} | {"loss_curve": curve}
+        for label, (_, curve) in trained.items()
+    }
 
 
 def figure(results: dict, out, masks: int) -> None:
@@ -218,7 +254,7 @@ def main(argv=None) -> bool:
     split = data.load_digits()
     start = time.perf_counter()
     states = initial_states(args.seeds)
-    results = {label: run(label, split, states, epochs, masks) for label in FORMS}
+    results = run(split, states, epochs, masks)
     figure(results, args.out, masks)
 
     metrics: dict = {

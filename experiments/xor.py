@@ -42,7 +42,7 @@ import numpy as np
 
 import nnfun
 from experiments import common
-from nnfun import data, plotting
+from nnfun import data, plotting, program_cache
 
 NAME = "xor"
 SEEDS = 20  # default --seeds: models are tiny and vmapped, so many seeds cost little
@@ -86,6 +86,24 @@ def as_params(values) -> list[dict]:
     return [{k: jnp.asarray(v, jnp.float32) for k, v in layer.items()} for layer in values]
 
 
+@program_cache.by_structure  # compiled once per network structure (linear_collapse's too)
+def evaluation(net: nnfun.Sequential):
+    """A stack of `net`s' accuracy, loss and outputs on XOR, as one jitted function."""
+    x, y = data.xor()
+
+    def evaluate(params):
+        out = net.apply(params, x)[:, 0]
+        return jnp.mean((out > 0.5) == y), net.loss(params, x, y, loss=LOSS), out
+
+    return jax.jit(jax.vmap(evaluate))
+
+
+@program_cache.by_structure
+def compiled_apply(net: nnfun.Sequential):
+    """``net.apply`` jitted, once per network structure."""
+    return jax.jit(net.apply)
+
+
 def train(
     net: nnfun.Sequential,
     seeds: int,
@@ -95,18 +113,15 @@ def train(
 ) -> dict:
     """Trains `seeds` copies of `net` on XOR at once (vmapped); per-seed results."""
     x, y = data.xor()
-    config = nnfun.Config.make(LOSS, "gd", ["accuracy"], learning_rate=learning_rate)
-    states = nnfun.train.init_many(net, config, jax.random.split(jax.random.key(seed), seeds))
+    # The rate in each model's state, not in the config: the compiled program serves any rate
+    # (linear_collapse trains the same networks at another).
+    config = nnfun.Config.make(LOSS, "gd", ["accuracy"])
+    keys = jax.random.split(jax.random.key(seed), seeds)
+    states = nnfun.train.init_many(net, config, keys, learning_rates=[learning_rate] * seeds)
     states, hist = nnfun.train.fit_many(
         net, x, y, states, config=config, epochs=epochs, batch_size=len(x)
     )
-    xj = jnp.asarray(x)
-
-    def evaluate(params):
-        out = net.apply(params, xj)[:, 0]
-        return jnp.mean((out > 0.5) == y), net.loss(params, xj, y, loss=LOSS), out
-
-    accuracy, loss, outputs = jax.jit(jax.vmap(evaluate))(states.params)
+    accuracy, loss, outputs = evaluation(net)(states.params)
     return {
         "accuracy": np.asarray(accuracy),
         "loss": np.asarray(loss),
@@ -125,7 +140,7 @@ def draw_boundary(ax, net: nnfun.Sequential, params, title: str, probability: bo
     x, y = data.xor()
     grid = np.linspace(-0.5, 1.5, 161, dtype=np.float32)
     gx, gy = np.meshgrid(grid, grid)
-    out = np.asarray(jax.jit(net.apply)(params, np.stack([gx.ravel(), gy.ravel()], 1)))[:, 0]
+    out = np.asarray(compiled_apply(net)(params, np.stack([gx.ravel(), gy.ravel()], 1)))[:, 0]
     out = out.reshape(gx.shape)
     levels = np.linspace(0.0, 1.0, 21) if probability else 20
     filled = ax.contourf(gx, gy, out, levels=levels, cmap="RdBu_r", alpha=0.8)
@@ -158,7 +173,7 @@ def main(argv=None) -> bool:
     results = {label: train(net, args.seeds, epochs) for label, net in nets.items()}
 
     notes_net = two_two_one()
-    forward = jax.jit(notes_net.apply)
+    forward = compiled_apply(notes_net)
     notes_out = np.asarray(forward(as_params(NOTES_2_2_1), x))[:, 0]
     hand_out = np.asarray(forward(as_params(HAND_SET_XOR), x))[:, 0]
     seconds = time.perf_counter() - start
