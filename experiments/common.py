@@ -19,7 +19,7 @@ def parser(name: str, doc: str | None) -> argparse.ArgumentParser:
     _started[0] = time.time()
     p = argparse.ArgumentParser(prog=name, description=(doc or "").split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="small and fast (for tests)")
-    p.add_argument("--seeds", type=int, default=3, help="seeds run at once with vmap")
+    p.add_argument("--seeds", type=int, default=3, help="seeds (independent runs) per setting")
     p.add_argument("--out", type=Path, default=ROOT / "runs" / name, help="output folder")
     return p
 
